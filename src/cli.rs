@@ -1,0 +1,116 @@
+//! The command line: clap definitions and help text.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyrun",
+    version,
+    about = "Run a command with an API key in its environment, and only there",
+    long_about = "Resolve an API key (OPENAI_API_KEY by default) from the environment, a file, \
+a command or a secrets backend, start COMMAND with the key in its environment only, and wipe \
+every copy keyrun held itself.",
+    after_help = "Examples:\n  keyrun -- python app.py\n  keyrun --from file:~/.config/keyrun/openai.key -- pytest -q\n  keyrun --set ORG=env:MY_ORG --profile ci -- make test\n\nExit status: the command's own; 125 for keyrun's errors; 126 when the command cannot be executed; 127 when it is not found.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
+
+    #[command(flatten)]
+    pub child: ChildArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub subcommand: Option<Subcommands>,
+
+    /// The command to run and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND", num_args = 0..)]
+    pub command: Vec<OsString>,
+}
+
+/// Options that choose which variables are injected and from where.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ResolveArgs {
+    /// Set OPENAI_API_KEY (or the variable named by --var) from REF,
+    /// such as env:NAME, file:PATH or cmd:COMMAND LINE.
+    #[arg(long, value_name = "REF", global = true)]
+    pub from: Option<String>,
+
+    /// The variable that --from sets.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "OPENAI_API_KEY",
+        global = true
+    )]
+    pub var: String,
+
+    /// Set the variable NAME from REF; repeatable.
+    #[arg(long = "set", value_name = "NAME=REF", global = true)]
+    pub set: Vec<String>,
+
+    /// Read NAME=REF lines from a dotenv-syntax file; repeatable.
+    #[arg(long = "env-file", value_name = "FILE", global = true)]
+    pub env_file: Vec<PathBuf>,
+
+    /// The profile of the configuration file to use.
+    #[arg(long, value_name = "NAME", env = "KEYRUN_PROFILE", global = true)]
+    pub profile: Option<String>,
+
+    /// The configuration file (default: ./keyrun.toml once trusted, then
+    /// $XDG_CONFIG_HOME/keyrun/config.toml).
+    #[arg(long, value_name = "FILE", env = "KEYRUN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// Options that shape the child's environment.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ChildArgs {
+    /// Remove the variable NAME from the command's environment; repeatable.
+    #[arg(long = "unset", value_name = "NAME")]
+    pub unset: Vec<String>,
+
+    /// Pass only PATH, HOME, USER, LOGNAME, SHELL, LANG, LC_*, TERM, TZ,
+    /// TMPDIR and the injected variables to the command.
+    #[arg(long)]
+    pub clean_env: bool,
+
+    /// Keep the credentials a source read from keyrun's environment (such
+    /// as VAULT_TOKEN) in the command's environment.
+    #[arg(long)]
+    pub keep_backend_env: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct LogArgs {
+    /// Log the steps of a run to stderr; repeat for more detail. KEYRUN_LOG
+    /// takes a tracing filter instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Print errors only, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Subcommands {
+    /// Trust a keyrun.toml that came with a repository, after reviewing it.
+    Trust {
+        /// The file to trust.
+        #[arg(default_value = "keyrun.toml")]
+        file: PathBuf,
+    },
+    /// Print a completion script for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}

@@ -1,0 +1,94 @@
+//! keyrun: run a command with an API key in its environment, and only there.
+//!
+//! `main` parses the command line, calls [`run::run`] and maps the result to
+//! an exit status; everything else lives in the modules.
+
+// keyrun defines the C `main` itself, so the Rust runtime's start-up does not
+// replace the SIGPIPE disposition before keyrun can record it for the child.
+#![no_main]
+
+mod child;
+mod cli;
+mod config;
+mod envfile;
+mod harden;
+mod logging;
+mod reference;
+mod run;
+mod secret;
+mod source;
+mod trust;
+
+use std::ffi::{c_char, c_int};
+use std::io::Write;
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: harden::ZeroingAllocator = harden::ZeroingAllocator;
+
+#[no_mangle]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    child::capture_start_state();
+    harden::protect_process();
+
+    let code = match cli::Cli::try_parse() {
+        Ok(cli) => {
+            logging::init(&cli.log);
+            finish(run::run(cli))
+        }
+        Err(err) => usage_error(err),
+    };
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn finish(result: anyhow::Result<run::Exit>) -> c_int {
+    match result {
+        Ok(run::Exit::Code(code)) => c_int::from(code),
+        Ok(run::Exit::Signal(sig)) => {
+            let _ = std::io::stdout().flush();
+            child::die_by_signal(sig)
+        }
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                // The reader of keyrun's own output went away (`keyrun
+                // completions bash | head`): nothing is left to report to.
+                return 0;
+            }
+            eprintln!("keyrun: error: {err:#}");
+            c_int::from(run::FAILURE)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints a usage error and returns 125, not clap's 2, so a wrapped
+/// command's own status 2 is never confused with keyrun's.
+fn usage_error(err: clap::Error) -> c_int {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            0
+        }
+        ErrorKind::InvalidSubcommand => {
+            let _ = err.print();
+            eprintln!("note: keyrun runs a command only after `--`, for example `keyrun -- python app.py`");
+            c_int::from(run::FAILURE)
+        }
+        _ => {
+            let _ = err.print();
+            c_int::from(run::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The main job, top to bottom: choose the variables, resolve them, build
+//! the child's environment, wipe keyrun's copies, start the child and wait.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::child::{self, ChildEnv, Outcome};
+use crate::cli::{ChildArgs, Cli, ResolveArgs, Subcommands};
+use crate::config::{Config, Profile};
+use crate::envfile;
+use crate::harden;
+use crate::reference::Reference;
+use crate::secret;
+use crate::source::{self, Context, Request, Resolved, Runtime};
+
+/// How keyrun itself ends.
+#[derive(Debug)]
+pub enum Exit {
+    Code(u8),
+    Signal(nix::sys::signal::Signal),
+}
+
+/// The exit status for keyrun's own failures, as `env` and `timeout` use it.
+pub const FAILURE: u8 = 125;
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    match cli.subcommand {
+        Some(Subcommands::Trust { file }) => {
+            let trusted = crate::trust::trust(&file)?;
+            eprintln!("keyrun: trusted {}", trusted.display());
+            return Ok(Exit::Code(0));
+        }
+        Some(Subcommands::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "keyrun", &mut std::io::stdout());
+            return Ok(Exit::Code(0));
+        }
+        None => {}
+    }
+
+    if cli.command.is_empty() {
+        bail!("no command to run: write it after --, for example `keyrun -- python app.py`");
+    }
+    exec(&cli.resolve, &cli.child, &cli.command)
+}
+
+/// A variable to inject and where its reference came from.
+#[derive(Debug)]
+pub struct Planned {
+    pub request: Request,
+    pub raw: bool,
+    /// Where the reference was written, for messages.
+    pub origin: String,
+}
+
+/// Chooses the profile: `--profile` (or `KEYRUN_PROFILE`), else the
+/// configuration's `default_profile`.
+pub fn choose_profile<'c>(
+    args: &ResolveArgs,
+    config: &'c Config,
+) -> Result<Option<(&'c str, &'c Profile)>> {
+    let Some(name) = args
+        .profile
+        .as_ref()
+        .or(config.file.default_profile.as_ref())
+    else {
+        return Ok(None);
+    };
+    match config.file.profiles.get_key_value(name.as_str()) {
+        Some((key, profile)) => {
+            tracing::debug!(profile = %key, "profile chosen");
+            Ok(Some((key.as_str(), profile)))
+        }
+        None => Err(config.unknown_profile(name)),
+    }
+}
+
+/// Builds the set of variables a run injects: the profile's, then
+/// `--env-file`, `--from` and `--set`, each replacing earlier entries of the
+/// same name. With none of them, `OPENAI_API_KEY = env:OPENAI_API_KEY`.
+pub fn plan(
+    args: &ResolveArgs,
+    config: &Config,
+    profile: Option<(&str, &Profile)>,
+) -> Result<Vec<Planned>> {
+    let mut planned: Vec<Planned> = Vec::new();
+    let cwd = std::env::current_dir().ok();
+    let mut add = |var: &str, text: &str, raw: bool, base_dir: Option<PathBuf>, origin: String| {
+        add_planned(&mut planned, var, text, raw, base_dir, origin)
+    };
+
+    if let Some((name, profile)) = profile {
+        for (var, variable) in &profile.env {
+            let origin = format!("profile {name}, variable {var}");
+            add(var, &variable.from, variable.raw, config.base_dir(), origin)?;
+        }
+    }
+    for path in &args.env_file {
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from));
+        for entry in envfile::read(path)? {
+            let origin = format!("{}, line {}", path.display(), entry.line);
+            add(&entry.name, &entry.reference, false, base.clone(), origin)?;
+        }
+    }
+    if let Some(text) = &args.from {
+        add(&args.var, text, false, cwd.clone(), "--from".to_string())?;
+    }
+    for pair in &args.set {
+        let Some((var, text)) = pair.split_once('=') else {
+            bail!("--set {pair:?}: expected NAME=REF, for example --set OPENAI_ORG_ID=env:MY_ORG");
+        };
+        add(var, text, false, cwd.clone(), format!("--set {var}"))?;
+    }
+
+    if planned.is_empty() {
+        add_planned(
+            &mut planned,
+            "OPENAI_API_KEY",
+            "env:OPENAI_API_KEY",
+            false,
+            cwd,
+            "the default source".to_string(),
+        )?;
+    }
+    Ok(planned)
+}
+
+/// Adds one variable to the plan, replacing an earlier entry of that name.
+fn add_planned(
+    planned: &mut Vec<Planned>,
+    var: &str,
+    text: &str,
+    raw: bool,
+    base_dir: Option<PathBuf>,
+    origin: String,
+) -> Result<()> {
+    if !envfile::is_variable_name(var) {
+        bail!("{origin}: {var:?} is not a valid variable name (letters, digits and _, not starting with a digit)");
+    }
+    let reference = Reference::parse(text).with_context(|| origin.clone())?;
+    planned.retain(|p| p.request.var != var);
+    planned.push(Planned {
+        request: Request {
+            var: var.to_string(),
+            reference,
+            base_dir,
+        },
+        raw,
+        origin,
+    });
+    Ok(())
+}
+
+/// A resolved variable, ready to inject.
+pub struct Injected {
+    pub var: String,
+    pub display: String,
+    pub scheme: String,
+    pub resolved: Resolved,
+}
+
+/// Resolves every planned variable, one batch per scheme, and checks each
+/// value. All failures are reported together.
+pub fn resolve_all(
+    planned: &[Planned],
+    config: &Config,
+    profile: Option<(&str, &Profile)>,
+    runtime: &mut Runtime,
+) -> Result<Vec<Injected>> {
+    let mut context = Context {
+        config,
+        profile,
+        runtime,
+    };
+    let mut slots: Vec<Option<Injected>> = planned.iter().map(|_| None).collect();
+    let mut errors: Vec<String> = Vec::new();
+
+    let mut schemes: Vec<&str> = planned
+        .iter()
+        .map(|p| p.request.reference.scheme.as_str())
+        .collect();
+    schemes.dedup();
+    schemes.sort_unstable();
+    schemes.dedup();
+
+    for scheme in schemes {
+        let Some(source) = source::for_scheme(scheme) else {
+            bail!(
+                "the {scheme}: source is not available in this build of keyrun; known schemes: {}",
+                available_schemes()
+            );
+        };
+        let indexes: Vec<usize> = (0..planned.len())
+            .filter(|&i| planned[i].request.reference.scheme == scheme)
+            .collect();
+        let batch: Vec<&Request> = indexes.iter().map(|&i| &planned[i].request).collect();
+        tracing::debug!(source = scheme, count = batch.len(), "resolving");
+        let results = source.resolve(&batch, &mut context);
+
+        for (&index, result) in indexes.iter().zip(results) {
+            let item = &planned[index];
+            let display = source.display(&item.request.reference);
+            if let Err(err) = &result {
+                tracing::debug!(var = %item.request.var, kind = err.kind.as_str(), "source failed");
+            }
+            match result
+                .map_err(|err| err.to_string())
+                .and_then(|resolved| check(item, &display, resolved))
+            {
+                Ok(resolved) => {
+                    slots[index] = Some(Injected {
+                        var: item.request.var.clone(),
+                        display,
+                        scheme: scheme.to_string(),
+                        resolved,
+                    })
+                }
+                Err(message) => errors.push(format!(
+                    "{} (from {}): {message}",
+                    item.request.var, item.origin
+                )),
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        if errors.len() == 1 {
+            bail!("{}", errors.remove(0));
+        }
+        bail!(
+            "{} variables could not be resolved:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+fn available_schemes() -> String {
+    let known: Vec<&str> = crate::reference::SCHEMES
+        .iter()
+        .copied()
+        .filter(|s| source::for_scheme(s).is_some())
+        .collect();
+    known.join(", ")
+}
+
+/// Trims and checks one value; warns where the value was changed or does
+/// not look like an OpenAI key.
+fn check(item: &Planned, shown: &str, mut resolved: Resolved) -> Result<Resolved, String> {
+    let var = &item.request.var;
+    let trimmed = secret::normalize(&mut resolved.value, item.raw)
+        .map_err(|err| format!("{shown}: {err}"))?;
+    if trimmed.any() {
+        tracing::warn!(
+            "{var}: removed {} from the value of {shown}; store the bare key (for example `printf %s KEY > FILE`) to silence this",
+            trimmed.describe()
+        );
+    }
+    if var == "OPENAI_API_KEY" && !secret::looks_like_openai_key(&resolved.value) {
+        tracing::warn!(
+            "{var}: the value from {shown} does not look like an OpenAI key (sk-..., sk-proj-...); \
+             that is expected for Azure OpenAI or a compatible gateway"
+        );
+    }
+    Ok(resolved)
+}
+
+/// Builds the child's environment: keyrun's own (or the clean set), less
+/// the backend credentials and `unset` names, plus the injected values.
+fn child_env(
+    injected: &mut Vec<Injected>,
+    args: &ChildArgs,
+    profile: Option<&Profile>,
+    config: &Config,
+) -> ChildEnv {
+    let clean = args.clean_env || profile.and_then(|p| p.clean_env).unwrap_or(false);
+    let mut env = if clean {
+        ChildEnv::clean()
+    } else {
+        ChildEnv::inherit()
+    };
+
+    let keep_backend_env = args.keep_backend_env
+        || profile
+            .and_then(|p| p.keep_backend_env)
+            .or(config.file.keep_backend_env)
+            .unwrap_or(false);
+    let injected_names: Vec<String> = injected.iter().map(|i| i.var.clone()).collect();
+
+    for item in injected.iter() {
+        if !keep_backend_env {
+            for name in &item.resolved.credential_env {
+                env.unset(name);
+            }
+        }
+        if let Some(name) = &item.resolved.value_env {
+            if !injected_names.contains(name) {
+                env.unset(name);
+            }
+        }
+    }
+    for name in profile
+        .map(|p| p.unset.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(&args.unset)
+    {
+        env.unset(name);
+    }
+    for item in injected.drain(..) {
+        env.set_secret(&item.var, item.resolved.value);
+    }
+    env
+}
+
+fn exec(
+    args: &ResolveArgs,
+    child_args: &ChildArgs,
+    command: &[std::ffi::OsString],
+) -> Result<Exit> {
+    let config = Config::discover(args.config.as_deref())?;
+    let profile = choose_profile(args, &config)?;
+    let planned = plan(args, &config, profile)?;
+
+    let mut runtime = Runtime::default();
+    let resolved = resolve_all(&planned, &config, profile, &mut runtime);
+    // Drop network clients and their pooled buffers before anything else.
+    runtime.shutdown();
+    let mut injected = resolved?;
+
+    let mut wiped: Vec<String> = Vec::new();
+    for item in &injected {
+        wiped.push(item.var.clone());
+        wiped.extend(item.resolved.value_env.iter().cloned());
+        wiped.extend(item.resolved.credential_env.iter().cloned());
+        tracing::debug!(
+            var = %item.var,
+            source = %item.scheme,
+            reference = %item.display,
+            fingerprint = %item.resolved.value.fingerprint(),
+            "resolved"
+        );
+    }
+
+    let env = child_env(&mut injected, child_args, profile.map(|(_, p)| p), &config);
+    drop(injected);
+    drop(planned);
+    // The child's environment is built from copies, so keyrun's original
+    // environment block can lose its values now.
+    harden::wipe_environ_values(wiped.iter().map(OsStr::new));
+
+    let supervisor = match child::spawn(command, env)? {
+        Ok(supervisor) => supervisor,
+        Err(err) => {
+            eprintln!("keyrun: error: {err}");
+            return Ok(Exit::Code(err.exit_code()));
+        }
+    };
+    harden::scrub_stack();
+
+    match supervisor.wait()? {
+        Outcome::Exited(code) => Ok(Exit::Code(code)),
+        Outcome::Signaled(sig) => Ok(Exit::Signal(sig)),
+    }
+}
