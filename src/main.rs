@@ -5,7 +5,10 @@
 
 // keyrun defines the C `main` itself, so the Rust runtime's start-up does not
 // replace the SIGPIPE disposition before keyrun can record it for the child.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
+// Unit tests build without the C `main`, so code reached only from it looks
+// unused there.
+#![cfg_attr(test, allow(dead_code))]
 
 mod child;
 mod cli;
@@ -19,14 +22,19 @@ mod secret;
 mod source;
 mod trust;
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
+#[cfg(not(test))]
 use std::io::Write;
 
+#[cfg(not(test))]
 use clap::Parser;
 
 #[global_allocator]
 static ALLOCATOR: harden::ZeroingAllocator = harden::ZeroingAllocator;
 
+// The test harness brings its own `main`.
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     child::capture_start_state();
@@ -43,6 +51,7 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     code
 }
 
+#[cfg(not(test))]
 fn finish(result: anyhow::Result<run::Exit>) -> c_int {
     match result {
         Ok(run::Exit::Code(code)) => c_int::from(code),
@@ -62,6 +71,7 @@ fn finish(result: anyhow::Result<run::Exit>) -> c_int {
     }
 }
 
+#[cfg(not(test))]
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
@@ -70,6 +80,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+#[cfg(not(test))]
 /// Prints a usage error and returns 125, not clap's 2, so a wrapped
 /// command's own status 2 is never confused with keyrun's.
 fn usage_error(err: clap::Error) -> c_int {
