@@ -28,6 +28,7 @@ pub struct ConfigFile {
     pub keep_backend_env: Option<bool>,
     pub file: Option<Section>,
     pub command: Option<Section>,
+    pub azure: Option<Section>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +42,7 @@ pub struct Profile {
     pub keep_backend_env: Option<bool>,
     pub file: Option<Section>,
     pub command: Option<Section>,
+    pub azure: Option<Section>,
 }
 
 /// Lists the source sections present in a file's top level or a profile,
@@ -48,9 +50,10 @@ pub struct Profile {
 macro_rules! sections_of {
     ($holder:expr) => {{
         let holder = $holder;
-        let all: [(&'static str, Option<&Section>); 2] = [
+        let all: [(&'static str, Option<&Section>); 3] = [
             ("file", holder.file.as_ref()),
             ("command", holder.command.as_ref()),
+            ("azure", holder.azure.as_ref()),
         ];
         all.into_iter()
             .filter_map(|(name, section)| section.map(|s| (name, s)))

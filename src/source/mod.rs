@@ -10,6 +10,7 @@ use crate::config::{Config, Profile, Settings};
 use crate::reference::Reference;
 use crate::secret::Secret;
 
+mod azure;
 mod command;
 mod env;
 mod file;
@@ -134,6 +135,7 @@ pub fn for_scheme(scheme: &str) -> Option<Box<dyn Source>> {
         "env" => Some(Box::new(env::EnvSource)),
         "file" => Some(Box::new(file::FileSource)),
         "cmd" => Some(Box::new(command::CommandSource)),
+        "azure-kv" => Some(Box::new(azure::AzureSource)),
         _ => None,
     }
 }
@@ -144,6 +146,7 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
     match section {
         "file" => file::SETTINGS,
         "command" => command::SETTINGS,
+        "azure" => azure::SETTINGS,
         _ => &[],
     }
 }
