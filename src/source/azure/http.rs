@@ -233,31 +233,34 @@ fn classify(err: reqwest::Error) -> TransportError {
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(current) = source {
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return TransportError::Refused;
-            }
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return TransportError::TimedOut;
-            }
-            // tokio-rustls wraps rustls errors in an io::Error, whose
-            // `source` skips the wrapped error itself.
-            if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                if let rustls::Error::InvalidCertificate(reason) = tls {
-                    return TransportError::Certificate(format!("{reason:?}"));
-                }
-                return TransportError::Other(format!("TLS error: {tls}"));
-            }
-        }
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            if let rustls::Error::InvalidCertificate(reason) = tls {
-                return TransportError::Certificate(format!("{reason:?}"));
-            }
-            return TransportError::Other(format!("TLS error: {tls}"));
+        if let Some(found) = classify_cause(current) {
+            return found;
         }
         source = current.source();
     }
     TransportError::Other(error_chain(err))
+}
+
+fn classify_cause(cause: &(dyn std::error::Error + 'static)) -> Option<TransportError> {
+    if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+        return Some(match tls {
+            rustls::Error::InvalidCertificate(reason) => {
+                TransportError::Certificate(format!("{reason:?}"))
+            }
+            other => TransportError::Other(format!("TLS error: {other}")),
+        });
+    }
+    let io = cause.downcast_ref::<std::io::Error>()?;
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => Some(TransportError::Refused),
+        std::io::ErrorKind::TimedOut => Some(TransportError::TimedOut),
+        // hyper-rustls and tokio-rustls wrap a rustls error in one or two
+        // io::Errors, whose `source` skips the wrapped error itself.
+        _ => {
+            let inner: &(dyn std::error::Error + 'static) = io.get_ref()?;
+            classify_cause(inner)
+        }
+    }
 }
 
 fn error_chain(err: reqwest::Error) -> String {
