@@ -141,7 +141,7 @@ impl Setup {
     }
 
     /// Runs keyrun with `reference` and a child that reports whether
-    /// OPENAI_API_KEY holds the stored key.
+    /// OPENAI_API_KEY contains the stored key.
     fn run_check(&self, mut command: Command, reference: &str) -> std::process::Output {
         command
             .args(["--from", reference, "--"])
@@ -320,6 +320,21 @@ fn managed_identity_uses_identity_endpoint() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].query()["resource"], "https://vault.azure.net");
     assert_eq!(calls[0].query()["api-version"], "2019-08-01");
+}
+
+#[test]
+fn managed_identity_error_is_reported() {
+    let setup = setup();
+    let mut command = setup.keyrun();
+    command
+        .env("IDENTITY_ENDPOINT", setup.azure.identity_endpoint())
+        .env("IDENTITY_HEADER", random_hex(16));
+    let result = setup.run_check(command, &setup.reference("openai-key"));
+    let message = assert_failed(&result);
+    assert!(message.contains("400 Bad Request"), "{message}");
+    assert!(message.contains("Invalid request."), "{message}");
+    assert!(message.contains("system-assigned identity"), "{message}");
+    assert!(setup.azure.requests_to("/secrets/").is_empty());
 }
 
 #[test]
@@ -607,6 +622,22 @@ fn profile_section_overrides_top_level() {
         .args(check_var_command("OPENAI_API_KEY", &setup.key));
     let result = output(&mut command);
     assert_matched(&result);
+}
+
+#[test]
+fn unknown_section_key_names_line() {
+    let setup = setup();
+    let config = setup.sandbox.write(
+        "keyrun.toml",
+        b"[azure]\nauth = \"cli\"\ntenant = \"x\"\n",
+        0o600,
+    );
+    let mut command = setup.keyrun();
+    command.args(["--config", config.to_str().unwrap(), "--", "true"]);
+    let message = assert_failed(&output(&mut command));
+    assert!(message.contains("azure.tenant"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("tenant_id"), "{message}");
 }
 
 #[test]

@@ -113,13 +113,13 @@ impl StoredSecret {
     }
 }
 
-/// How the fake vault answers secret reads, beyond the normal behaviour.
+/// How the fake vault responds to secret reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VaultMode {
     Normal,
     /// 401 for every token, as for a token of another tenant.
     RejectToken,
-    /// 403 as an RBAC vault answers an identity without a role.
+    /// 403 as an RBAC vault returns it for an identity without a role.
     Forbidden,
     /// 403 with the inner code for a disabled secret.
     DisabledByCode,
@@ -132,11 +132,11 @@ pub enum VaultMode {
         times: usize,
         status: u16,
     },
-    /// Reads the request and never answers.
+    /// Reads the request and never responds.
     Silent,
 }
 
-/// What the fake services accept and how they answer.
+/// The credentials, token and secrets the fake services accept and return.
 pub struct Behavior {
     pub tenant: String,
     pub client_id: String,
@@ -265,12 +265,12 @@ impl FakeAzure {
         format!("https://127.0.0.1:{}", self.tls_port)
     }
 
-    /// The vault part of a reference: `127.0.0.1:PORT`.
+    /// Returns the vault part of a reference: `127.0.0.1:PORT`.
     pub fn vault(&self) -> String {
         format!("127.0.0.1:{}", self.tls_port)
     }
 
-    /// The App Service managed identity endpoint, over plain HTTP.
+    /// Returns the App Service managed identity endpoint, over plain HTTP.
     pub fn identity_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}/msi/token", self.http_port)
     }
@@ -279,7 +279,7 @@ impl FakeAzure {
         self.state.lock().unwrap().log.clone()
     }
 
-    /// The requests whose path starts with `prefix`.
+    /// Returns the requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Logged> {
         self.log()
             .into_iter()
@@ -342,6 +342,7 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<RawRequest
         }
         buffer.extend_from_slice(&chunk[..read]);
     };
+
     let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next()?.split(' ');
@@ -353,6 +354,7 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<RawRequest
             headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
         }
     }
+
     let length: usize = headers
         .get("content-length")
         .and_then(|v| v.parse().ok())
@@ -526,7 +528,11 @@ fn managed_identity(behavior: &Behavior, request: &RawRequest) -> Response {
     if !(header_ok && version_ok && resource_ok) {
         return Response::json(
             400,
-            serde_json::json!({"statusCode": 400, "message": "Invalid request."}),
+            serde_json::json!({
+                "statusCode": 400,
+                "message": "Invalid request.",
+                "correlationId": "7f5b4e3a-2d1c-4b0a-9e8f-6a5b4c3d2e1f",
+            }),
         );
     }
     Response::json(

@@ -33,7 +33,8 @@ const MAX_ASSERTION_BYTES: u64 = 64 * 1024;
 /// How much of `az`'s stderr an error shows.
 const STDERR_TAIL_BYTES: usize = 1024;
 
-/// The order `auto` tries the methods in, as the Azure SDKs do.
+/// The order in which `auto` tries the methods: configured service
+/// credentials first, the developer's own CLI login last.
 const CHAIN: [AuthMethod; 4] = [
     AuthMethod::Secret,
     AuthMethod::Workload,
@@ -73,8 +74,8 @@ impl Env {
         }
     }
 
-    /// The variables that hold Azure credentials, which the child does not
-    /// get unless `keep_backend_env` is set. `IDENTITY_HEADER` stays,
+    /// Lists the variables that contain Azure credentials, which the child
+    /// does not get unless `keep_backend_env` is set. `IDENTITY_HEADER` stays,
     /// because the App Service platform sets it for every process of the
     /// app, the child's own managed identity included.
     pub fn credential_env(&self) -> Vec<String> {
@@ -91,9 +92,9 @@ pub struct Token {
     pub identity: String,
 }
 
-/// Why a method produced no token: it is not set up here (so `auto` goes
-/// on), or it is set up and failed (so `auto` stops, as the Azure SDKs'
-/// default chains do).
+/// The reason a method produced no token. Either it is not set up here, so
+/// `auto` goes on, or it is set up and failed, so `auto` stops and reports
+/// that failure.
 enum Attempt {
     Unavailable(String),
     Failed(SourceError),
@@ -349,12 +350,13 @@ struct TokenResponse {
     access_token: String,
 }
 
-/// The identity platform's error body, as RFC 6749 section 5.2 defines it.
+/// The identity platform's OAuth 2.0 error body.
 #[derive(Deserialize, Default)]
 struct TokenError {
     error: Option<String>,
     error_description: Option<String>,
-    /// App Service's managed identity endpoint reports errors this way.
+    /// The App Service managed identity endpoint reports errors in
+    /// `message` (with a `correlationId`), as MSAL's client reads them.
     message: Option<String>,
 }
 
@@ -378,7 +380,8 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The authority host, from `AZURE_AUTHORITY_HOST` or the public cloud's.
+/// Returns the authority host: `AZURE_AUTHORITY_HOST`, else the public
+/// cloud's.
 fn authority(request: &Request<'_>) -> Result<String, Attempt> {
     let host = request
         .env

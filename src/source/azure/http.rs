@@ -16,12 +16,12 @@ use crate::secret::Secret;
 /// How many times a throttled or failed (5xx) request is sent in all.
 const MAX_ATTEMPTS: u32 = 4;
 
-/// The first backoff step; each retry doubles it, and the wait is drawn at
-/// random below it (full jitter).
+/// The first backoff step. Each retry doubles it, and the wait is drawn at
+/// random between half of it and all of it.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 
-/// The largest response body keyrun reads. Token and secret responses are
-/// a few kilobytes; Key Vault caps a secret value at 25 KB.
+/// The largest response body keyrun reads, far above the few kilobytes of
+/// a token or secret response.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The clients of one batch: `public` speaks HTTPS only (Key Vault and the
@@ -43,7 +43,7 @@ pub struct Reply {
     pub body: Zeroizing<Vec<u8>>,
 }
 
-/// Why no response arrived.
+/// A failure that left no response.
 #[derive(Debug)]
 pub enum TransportError {
     /// Nothing accepts connections at the address.
@@ -56,8 +56,9 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// The error for a failed exchange with `peer` (such as "Key Vault at
-    /// https://x.vault.azure.net"), with the fix for each cause.
+    /// Converts the failure of an exchange with `peer` (such as "Key Vault
+    /// at https://x.vault.azure.net") into an error with the fix for its
+    /// cause.
     pub fn into_source_error(self, prefix: &str, peer: &str, timeout: Duration) -> SourceError {
         match self {
             TransportError::Refused => SourceError::new(
@@ -182,8 +183,8 @@ impl Http {
     }
 }
 
-/// A `Bearer` Authorization header, marked sensitive so that no debug
-/// output of the request shows it.
+/// Builds a `Bearer` Authorization header, marked sensitive so that no
+/// debug output of the request shows it.
 pub fn bearer(token: &Secret) -> Result<HeaderValue, SourceError> {
     let mut text = Zeroizing::new(Vec::with_capacity(7 + token.len()));
     text.extend_from_slice(b"Bearer ");

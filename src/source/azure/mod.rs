@@ -14,9 +14,10 @@
 //!
 //! - the secrets client's challenge authorizer sends each client's first
 //!   request without a token to learn the scope from the `WWW-Authenticate`
-//!   challenge, one more round trip per vault than the API needs, and it
-//!   rejects a challenge whose resource host is not a suffix of the vault's
-//!   host unless that check is turned off, which a loopback vault requires;
+//!   challenge. That is one more round trip per vault than the API needs.
+//!   It also rejects a challenge whose resource host is not a suffix of the
+//!   vault's host unless that check is turned off, as a loopback vault
+//!   requires;
 //! - the order of the credential chain, the rule that the instance metadata
 //!   endpoint is never probed unless asked for, the list of what `auto`
 //!   tried, and the environment variables to remove from the child all need
@@ -55,7 +56,7 @@ const PUBLIC_RESOURCE: &str = "https://vault.azure.net";
 
 pub struct AzureSource;
 
-/// How keyrun obtains an access token for Key Vault.
+/// An authentication method for Key Vault access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     Auto,
@@ -159,8 +160,9 @@ impl SecretId {
         })
     }
 
-    /// The resource a token for this vault is requested for: the cloud's
-    /// Key Vault resource, read from a host such as `x.vault.azure.cn`.
+    /// Derives the resource that a token for this vault is requested for:
+    /// the Key Vault resource of the host's cloud, such as
+    /// `https://vault.azure.cn` for `x.vault.azure.cn`.
     pub fn resource(&self) -> String {
         let host = self.base_url.trim_start_matches("https://");
         let host = host.split(':').next().unwrap_or(host);

@@ -12,7 +12,8 @@ use super::{ErrorKind, Options, Resolved, SecretId, SourceError};
 use crate::reference::Reference;
 use crate::secret::Secret;
 
-/// A Key Vault data-plane API version that every Azure cloud serves.
+/// The Key Vault data-plane API version keyrun requests, the one of the
+/// published Get Secret examples.
 const API_VERSION: &str = "7.4";
 
 /// A secret bundle: the value, its id (which ends in the version) and its
@@ -215,9 +216,8 @@ fn response_error(
                 id.base_url, token.identity
             ),
         ),
-        // NOTE: Key Vault's code for a read of a disabled secret is taken
-        // as `SecretDisabled` in the inner error; no published example of
-        // that body was found.
+        // NOTE: the inner code `SecretDisabled` for a read of a disabled
+        // secret is assumed. No published example of that body was found.
         403 if error.inner_code() == Some("SecretDisabled") => disabled(id, reference),
         403 => SourceError::new(
             ErrorKind::Denied,
