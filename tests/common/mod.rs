@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 #[cfg(target_os = "linux")]
 pub mod memory;
 
