@@ -29,6 +29,7 @@ pub struct ConfigFile {
     pub file: Option<Section>,
     pub command: Option<Section>,
     pub azure: Option<Section>,
+    pub aws: Option<Section>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +44,7 @@ pub struct Profile {
     pub file: Option<Section>,
     pub command: Option<Section>,
     pub azure: Option<Section>,
+    pub aws: Option<Section>,
 }
 
 /// Lists the source sections present in a file's top level or a profile,
@@ -50,10 +52,11 @@ pub struct Profile {
 macro_rules! sections_of {
     ($holder:expr) => {{
         let holder = $holder;
-        let all: [(&'static str, Option<&Section>); 3] = [
+        let all: [(&'static str, Option<&Section>); 4] = [
             ("file", holder.file.as_ref()),
             ("command", holder.command.as_ref()),
             ("azure", holder.azure.as_ref()),
+            ("aws", holder.aws.as_ref()),
         ];
         all.into_iter()
             .filter_map(|(name, section)| section.map(|s| (name, s)))

@@ -10,6 +10,7 @@ use crate::config::{Config, Profile, Settings};
 use crate::reference::Reference;
 use crate::secret::Secret;
 
+mod aws;
 mod azure;
 mod command;
 mod env;
@@ -135,6 +136,7 @@ pub fn for_scheme(scheme: &str) -> Option<Box<dyn Source>> {
         "env" => Some(Box::new(env::EnvSource)),
         "file" => Some(Box::new(file::FileSource)),
         "cmd" => Some(Box::new(command::CommandSource)),
+        "aws-sm" => Some(Box::new(aws::AwsSource)),
         "azure-kv" => Some(Box::new(azure::AzureSource)),
         _ => None,
     }
@@ -146,6 +148,7 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
     match section {
         "file" => file::SETTINGS,
         "command" => command::SETTINGS,
+        "aws" => aws::SETTINGS,
         "azure" => azure::SETTINGS,
         _ => &[],
     }
