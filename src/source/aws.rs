@@ -2,9 +2,9 @@
 //! Manager, read with `GetSecretValue` through `aws-sdk-secretsmanager`.
 //!
 //! SECRET_ID is a secret name or a full ARN. Credentials and the region come
-//! from `aws-config`'s standard chain (the environment, the shared config
+//! from `aws-config`'s standard chain: the environment, the shared config
 //! and credentials files with profiles and SSO, web identity, the ECS
-//! container endpoint, instance metadata), so `AWS_REGION`, `AWS_PROFILE`,
+//! container endpoint and instance metadata. So `AWS_REGION`, `AWS_PROFILE`,
 //! `AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL` and
 //! `AWS_EC2_METADATA_DISABLED` work as they do for the AWS CLI.
 //!
@@ -63,7 +63,7 @@ struct ClientOptions {
     timeout: Duration,
 }
 
-/// The version a reference asks for: a version id, a staging label, or
+/// The version a reference requests: a version id, a staging label, or
 /// both (Secrets Manager then requires that they name the same version).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version {
@@ -253,7 +253,7 @@ async fn build_client(
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .timeout_config(timeouts);
     // CloudTrail records the user agent, so the app name shows which tool
-    // read the secret. The name is a valid app name, so `new` cannot fail.
+    // read the secret. `new` accepts any ASCII letters, so it cannot fail.
     if let Ok(app_name) = AppName::new("keyrun") {
         loader = loader.app_name(app_name);
     }
@@ -699,7 +699,7 @@ fn describe_service_error(error: &GetSecretValueError) -> String {
     }
 }
 
-/// The first error of type `T` in `err`'s source chain.
+/// Finds the first error of type `T` in `err`'s source chain.
 fn find_source<'e, T: std::error::Error + 'static>(
     err: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e T> {
@@ -713,7 +713,7 @@ fn find_source<'e, T: std::error::Error + 'static>(
     None
 }
 
-/// Every message of an error's source chain, joined by ": ".
+/// Joins the messages of an error's source chain with ": ".
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -727,7 +727,7 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The endpoint the client calls, as far as keyrun can tell: the option,
+/// Names the endpoint the client calls, as far as keyrun can tell: the option,
 /// the standard variables, else the public regional endpoint.
 fn endpoint(plan: &Planned, region: &str) -> String {
     // NOTE: an endpoint_url set in ~/.aws/config is used by the SDK but not

@@ -36,7 +36,7 @@ pub struct Moto {
 static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
 
 impl Moto {
-    /// The test binary's moto server, started on first use; `None` when
+    /// Returns the test binary's moto server, starting it on first use; `None` when
     /// `KEYRUN_TEST_MOTO` is not set (tests/run.sh sets it).
     pub fn shared() -> Option<&'static Moto> {
         MOTO.get_or_init(|| {
@@ -157,7 +157,7 @@ impl Moto {
     }
 }
 
-/// A unique secret name, so tests can share one moto server.
+/// Makes a unique secret name, so tests can share one moto server.
 pub fn secret_name(prefix: &str) -> String {
     format!("keyrun-test/{prefix}-{}", random_hex(6))
 }
@@ -251,7 +251,7 @@ pub fn counting_proxy(moto: &'static Moto) -> LoopbackServer {
     })
 }
 
-/// How many requests for `action` the server received.
+/// Counts the requests for `action` that the server received.
 pub fn count_calls(server: &LoopbackServer, action: &str) -> usize {
     let target = format!("secretsmanager.{action}");
     server.with_log(|log| {
@@ -261,7 +261,7 @@ pub fn count_calls(server: &LoopbackServer, action: &str) -> usize {
     })
 }
 
-/// A Secrets Manager error in the JSON 1.1 protocol: the code in `__type`
+/// Builds a Secrets Manager error in the JSON 1.1 protocol: the code in `__type`
 /// and in the `x-amzn-ErrorType` header, and the message.
 pub fn error_response(status: u16, code: &str, message: &str) -> Response {
     Response::json(status, json!({"__type": code, "Message": message}))
@@ -269,7 +269,7 @@ pub fn error_response(status: u16, code: &str, message: &str) -> Response {
         .with_header("x-amzn-RequestId", &random_hex(16))
 }
 
-/// A `GetSecretValue` response with a SecretString, in the shape of the
+/// Builds a `GetSecretValue` response with a SecretString, in the shape of the
 /// API reference's example.
 pub fn value_response(name: &str, value: &str) -> Response {
     Response::json(
