@@ -677,6 +677,24 @@ fn unset_removes_aws_credentials() {
     assert_eq!(stdout(&result).trim(), "AWS_SECRET_ACCESS_KEY=absent");
 }
 
+#[test]
+fn trace_log_omits_value() {
+    let Some(moto) = moto() else { return };
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let name = secret_name("logged");
+    moto.create_string(&name, &key);
+    let mut command = keyrun(&sandbox, &moto.url());
+    command.env("KEYRUN_LOG", "trace");
+    let result = run_check(command, &format!("aws-sm:{name}"), &key);
+    assert_matched(&result);
+    assert!(
+        stderr(&result).contains("GetSecretValue"),
+        "the trace log is missing"
+    );
+    assert_clean(&result, &key);
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn memory_clean_with_aws_source() {
