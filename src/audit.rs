@@ -405,7 +405,9 @@ impl Auditor {
                  or set required = false under [audit]",
             ));
         }
-        tracing::warn!("{err:#}; continuing without the audit log because [audit] required = false");
+        tracing::warn!(
+            "{err:#}; continuing without the audit log because [audit] required = false"
+        );
         self.target = None;
         Ok(())
     }

@@ -106,8 +106,7 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
     let profile = run::choose_profile(args, &config)?;
     let planned = run::plan(args, &config, profile)?;
     let command = [OsString::from("keyrun check")];
-    let mut audit =
-        Auditor::open_for_run(&config, args, &AuditArgs::default(), &command)?;
+    let mut audit = Auditor::open_for_run(&config, args, &AuditArgs::default(), &command)?;
 
     // Each variable is resolved on its own, so that one failure does not
     // hide the state of the others.
@@ -134,7 +133,7 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
     };
     let report = CheckReport {
         profile: profile.map(|(name, _)| name.to_string()),
-        passed: variables.iter().all(|v| v.passed) && online.as_ref().is_none_or(|o| o.passed),
+        passed: variables.iter().all(|v| v.passed) && !online.as_ref().is_some_and(|o| !o.passed),
         variables,
         masking: masking_verdict(),
         clean_env: profile.and_then(|(_, p)| p.clean_env).unwrap_or(false),
@@ -315,22 +314,27 @@ fn online_check(
     check_args: &CheckArgs,
     profile: Option<(&str, &Profile)>,
 ) -> Result<Online> {
-    let profile_style = profile
-        .and_then(|(_, p)| p.api_style.as_deref())
-        .map(|style| match style {
-            "azure" => ApiStyle::Azure,
-            _ => ApiStyle::Openai,
-        });
+    let profile_style =
+        profile
+            .and_then(|(_, p)| p.api_style.as_deref())
+            .map(|style| match style {
+                "azure" => ApiStyle::Azure,
+                _ => ApiStyle::Openai,
+            });
     let mut base = setting(injected, "OPENAI_BASE_URL");
     let explicit_style = check_args.api_style.or(profile_style);
     if base.is_none() && explicit_style == Some(ApiStyle::Azure) {
         base = setting(injected, "AZURE_OPENAI_ENDPOINT");
     }
     let base = base.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    let parsed = reqwest::Url::parse(&base)
-        .with_context(|| format!("OPENAI_BASE_URL {base:?} is not a URL; write it as https://HOST/v1"))?;
+    let parsed = reqwest::Url::parse(&base).with_context(|| {
+        format!("OPENAI_BASE_URL {base:?} is not a URL; write it as https://HOST/v1")
+    })?;
     let style = explicit_style.unwrap_or_else(|| {
-        match parsed.host_str().is_some_and(|h| h.ends_with(".openai.azure.com")) {
+        match parsed
+            .host_str()
+            .is_some_and(|h| h.ends_with(".openai.azure.com"))
+        {
             true => ApiStyle::Azure,
             false => ApiStyle::Openai,
         }
@@ -506,7 +510,11 @@ fn render(report: &CheckReport) -> String {
             "  reference    {}",
             v.reference.as_deref().unwrap_or("-")
         );
-        let _ = writeln!(text, "  version      {}", v.version.as_deref().unwrap_or("-"));
+        let _ = writeln!(
+            text,
+            "  version      {}",
+            v.version.as_deref().unwrap_or("-")
+        );
         let _ = writeln!(text, "  age          {}", describe_age(v));
         let _ = writeln!(
             text,
@@ -550,7 +558,16 @@ fn render(report: &CheckReport) -> String {
     if let Some(online) = &report.online {
         let status = online
             .status
-            .map(|s| format!(" ({s}{})", online.code.as_deref().map(|c| format!(", {c}")).unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    " ({s}{})",
+                    online
+                        .code
+                        .as_deref()
+                        .map(|c| format!(", {c}"))
+                        .unwrap_or_default()
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(
             text,
@@ -602,7 +619,8 @@ mod tests {
 
     #[test]
     fn error_code_read_from_body() {
-        let body = br#"{"error":{"message":"x","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let body =
+            br#"{"error":{"message":"x","type":"insufficient_quota","code":"insufficient_quota"}}"#;
         assert_eq!(error_code(body).as_deref(), Some("insufficient_quota"));
         assert_eq!(error_code(b"not json"), None);
     }

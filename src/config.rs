@@ -240,7 +240,12 @@ impl Config {
     /// bad one.
     fn validate_policy(&self) -> Result<()> {
         let mut ages: Vec<(String, &str)> = Vec::new();
-        ages.extend(self.file.max_age.iter().map(|a| ("max_age".to_string(), a.as_str())));
+        ages.extend(
+            self.file
+                .max_age
+                .iter()
+                .map(|a| ("max_age".to_string(), a.as_str())),
+        );
         for (name, profile) in &self.file.profiles {
             if let Some(age) = &profile.max_age {
                 ages.push((format!("profiles.{name}.max_age"), age));

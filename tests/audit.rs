@@ -65,10 +65,14 @@ fn run_records_each_event() {
     let sandbox = Sandbox::new();
     let log = sandbox.path().join("audit.log");
     let key = common::random_key();
-    let out = output(
-        keyrun_logged(&sandbox, &log, &key)
-            .args(["--reason", "nightly eval", "--", "sh", "-c", "exit 3"]),
-    );
+    let out = output(keyrun_logged(&sandbox, &log, &key).args([
+        "--reason",
+        "nightly eval",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 
     let records = records(&log);
@@ -83,7 +87,10 @@ fn run_records_each_event() {
     assert_eq!(resolved["fingerprint"], fingerprint(&key).as_str());
     assert_eq!(resolved["reason"], "nightly eval");
     assert_eq!(resolved["argv0"], "sh");
-    assert!(resolved.get("argv").is_none(), "argv logged without log_args");
+    assert!(
+        resolved.get("argv").is_none(),
+        "argv logged without log_args"
+    );
     assert_eq!(resolved["keyrun_version"], env!("CARGO_PKG_VERSION"));
     assert!(resolved["uid"].is_u64());
     assert!(resolved["user"].is_string());
@@ -117,10 +124,12 @@ fn run_records_each_event() {
 fn signal_is_recorded() {
     let sandbox = Sandbox::new();
     let log = sandbox.path().join("audit.log");
-    let out = output(
-        keyrun_logged(&sandbox, &log, &common::random_key())
-            .args(["--", "sh", "-c", "kill -TERM $$"]),
-    );
+    let out = output(keyrun_logged(&sandbox, &log, &common::random_key()).args([
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]));
     assert_eq!(out.status.code(), None);
     let records = records(&log);
     assert_eq!(records[2]["event"], "child.exited");
@@ -149,7 +158,11 @@ fn log_args_records_argv() {
     let log = sandbox.path().join("audit.log");
     let config = sandbox.write(
         "keyrun-config.toml",
-        format!("[audit]\npath = {:?}\nlog_args = true\n", log.display().to_string()).as_bytes(),
+        format!(
+            "[audit]\npath = {:?}\nlog_args = true\n",
+            log.display().to_string()
+        )
+        .as_bytes(),
         0o600,
     );
     let mut command = sandbox.keyrun();
@@ -263,12 +276,12 @@ fn no_ci_context_outside_ci() {
 fn failed_run_records_error() {
     let sandbox = Sandbox::new();
     let log = sandbox.path().join("audit.log");
-    let out = output(
-        sandbox
-            .keyrun()
-            .env("KEYRUN_AUDIT_LOG", &log)
-            .args(["--from", "file:missing.key", "--", "true"]),
-    );
+    let out = output(sandbox.keyrun().env("KEYRUN_AUDIT_LOG", &log).args([
+        "--from",
+        "file:missing.key",
+        "--",
+        "true",
+    ]));
     assert_eq!(out.status.code(), Some(125));
     let records = records(&log);
     assert_eq!(events(&records), ["error"]);
@@ -318,7 +331,11 @@ fn unwritable_log_fails_closed() {
     );
     assert_eq!(out.status.code(), Some(125));
     assert!(!marker.exists(), "the command ran without its audit log");
-    assert!(stderr(&out).contains("required = false"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("required = false"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -327,7 +344,11 @@ fn unwritable_log_not_required_runs() {
     let log = unwritable_log(&sandbox);
     let config = sandbox.write(
         "keyrun-config.toml",
-        format!("[audit]\npath = {:?}\nrequired = false\n", log.display().to_string()).as_bytes(),
+        format!(
+            "[audit]\npath = {:?}\nrequired = false\n",
+            log.display().to_string()
+        )
+        .as_bytes(),
         0o600,
     );
     let marker = sandbox.path().join("ran");
@@ -354,7 +375,13 @@ fn unknown_audit_key_names_line() {
         b"[audit]\npath = \"a.log\"\nrequierd = false\n",
         0o600,
     );
-    let out = output(sandbox.keyrun().arg("--config").arg(&config).args(["--", "true"]));
+    let out = output(
+        sandbox
+            .keyrun()
+            .arg("--config")
+            .arg(&config)
+            .args(["--", "true"]),
+    );
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("requierd"), "{}", stderr(&out));
     assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
@@ -383,7 +410,13 @@ fn max_age_overdue_warns() {
     let key = common::random_key();
     let key_file = old_key_file(&sandbox, &key, 100);
     let config = age_config(&sandbox, &key_file, "");
-    let out = output(sandbox.keyrun().arg("--config").arg(&config).args(["--", "true"]));
+    let out = output(
+        sandbox
+            .keyrun()
+            .arg("--config")
+            .arg(&config)
+            .args(["--", "true"]),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stderr(&out);
     assert!(text.contains("100 days old"), "{text}");
@@ -417,7 +450,13 @@ fn max_age_within_limit_is_silent() {
     let sandbox = Sandbox::new();
     let key_file = old_key_file(&sandbox, &common::random_key(), 30);
     let config = age_config(&sandbox, &key_file, "enforce_max_age = true\n");
-    let out = output(sandbox.keyrun().arg("--config").arg(&config).args(["--", "true"]));
+    let out = output(
+        sandbox
+            .keyrun()
+            .arg("--config")
+            .arg(&config)
+            .args(["--", "true"]),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("max_age"), "{}", stderr(&out));
 }
@@ -450,9 +489,19 @@ fn invalid_max_age_is_rejected() {
         b"[profiles.p]\nmax_age = \"ninety days\"\n",
         0o600,
     );
-    let out = output(sandbox.keyrun().arg("--config").arg(&config).args(["--", "true"]));
+    let out = output(
+        sandbox
+            .keyrun()
+            .arg("--config")
+            .arg(&config)
+            .args(["--", "true"]),
+    );
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("profiles.p.max_age"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("profiles.p.max_age"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A log of three runs, nine records.
@@ -491,7 +540,11 @@ fn verify_finds_edited_line() {
     write_lines(&log, &lines);
     let out = verify(&sandbox, &log);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("line 4 (seq 4) was edited"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("line 4 (seq 4) was edited"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -517,7 +570,11 @@ fn verify_finds_swapped_lines() {
     write_lines(&log, &lines);
     let out = verify(&sandbox, &log);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("line 6 (seq 7) is out of order"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("line 6 (seq 7) is out of order"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("reordered"), "{}", stdout(&out));
 }
 
@@ -554,7 +611,12 @@ fn report_flags_reused_and_replaced() {
     run(&new_key, &from_file);
     run(&old_key, "env:OPENAI_API_KEY");
 
-    let out = output(sandbox.keyrun().args(["audit", "report", "--json"]).arg(&log));
+    let out = output(
+        sandbox
+            .keyrun()
+            .args(["audit", "report", "--json"])
+            .arg(&log),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_not_leaked(&out.stdout, &old_key, "the report");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();

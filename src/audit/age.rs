@@ -70,8 +70,13 @@ pub enum Status {
     /// The source reports no creation time.
     Unknown,
     /// Within the limit, or no limit is set.
-    Fine { age: Duration },
-    Overdue { age: Duration, over: Duration },
+    Fine {
+        age: Duration,
+    },
+    Overdue {
+        age: Duration,
+        over: Duration,
+    },
 }
 
 pub fn status(created: Option<SystemTime>, policy: &Policy) -> Status {
@@ -202,7 +207,11 @@ mod tests {
             "/tmp/keyrun.toml".into(),
         )
         .unwrap();
-        let profile = config.file.profiles.get_key_value("p").map(|(k, v)| (k.as_str(), v));
+        let profile = config
+            .file
+            .profiles
+            .get_key_value("p")
+            .map(|(k, v)| (k.as_str(), v));
         let a = policy(&config, profile, "A").unwrap();
         assert_eq!(a.limit.unwrap().text, "7d");
         assert!(a.enforce);

@@ -100,7 +100,13 @@ pub fn report(bytes: &[u8]) -> Report {
             add_unique(&mut usage.commands, command);
         }
         note_spread(usage, "new_host", "host", entry.host.as_deref(), &entry);
-        note_spread(usage, "new_source", "source", entry.reference.as_deref(), &entry);
+        note_spread(
+            usage,
+            "new_source",
+            "source",
+            entry.reference.as_deref(),
+            &entry,
+        );
 
         let seen = history.entry(variable.clone()).or_default();
         match seen.iter().position(|(f, _)| *f == fingerprint) {
@@ -268,7 +274,11 @@ mod tests {
         assert_eq!(old.count, 3);
         assert_eq!(old.flags.len(), 1);
         assert_eq!(old.flags[0].kind, "replaced");
-        assert!(old.flags[0].message.contains("2 uses since"), "{}", old.flags[0].message);
+        assert!(
+            old.flags[0].message.contains("2 uses since"),
+            "{}",
+            old.flags[0].message
+        );
         assert!(report.fingerprints[1].flags.is_empty());
     }
 

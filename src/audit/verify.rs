@@ -124,13 +124,16 @@ pub fn verify(bytes: &[u8]) -> Verdict {
 /// missing `seq` appears later in the file, or records removed otherwise.
 fn gap(lines: &[&[u8]], index: usize, expected: u64, found: u64) -> String {
     let number = index + 1;
-    let later = lines[index + 1..].iter().enumerate().find_map(|(offset, line)| {
-        let entry: Entry = serde_json::from_slice(line).ok()?;
-        let seq = entry.seq?;
-        (expected..found)
-            .contains(&seq)
-            .then_some((index + 2 + offset, seq))
-    });
+    let later = lines[index + 1..]
+        .iter()
+        .enumerate()
+        .find_map(|(offset, line)| {
+            let entry: Entry = serde_json::from_slice(line).ok()?;
+            let seq = entry.seq?;
+            (expected..found)
+                .contains(&seq)
+                .then_some((index + 2 + offset, seq))
+        });
     match later {
         Some((at, seq)) => format!(
             "line {number} (seq {found}) is out of order: seq {seq} comes later, at line {at}; records were reordered"
@@ -172,10 +175,7 @@ mod tests {
 
     #[test]
     fn intact_chain_passes() {
-        assert_eq!(
-            verify(&join(&chain(5))),
-            Verdict::Intact { records: 5 }
-        );
+        assert_eq!(verify(&join(&chain(5))), Verdict::Intact { records: 5 });
     }
 
     #[test]
