@@ -5,8 +5,8 @@
 //! Every record carries `seq`, one more than the previous record's, and
 //! `prev`, the SHA-256 of the previous line of the same file, so that
 //! `keyrun audit verify` finds an edited, removed or reordered record. The
-//! log is tamper-evident, not tamper-proof: whoever can write the file can
-//! also rewrite the whole chain, and records cut from its end leave no
+//! log is tamper-evident, not tamper-proof: anyone who can write the file
+//! can also rewrite the whole chain, and records cut from its end leave no
 //! trace in what remains.
 
 pub mod age;
@@ -33,7 +33,7 @@ use crate::run::{Exit, Injected};
 /// The `prev` of a file's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Where the records go.
+/// The destination of the records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Stderr,
@@ -422,7 +422,7 @@ pub fn format_time(time: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| time.unix_timestamp().to_string())
 }
 
-/// The lowercase hex SHA-256 of one line, without its line break.
+/// Hashes one line (without its line break) to lowercase hex SHA-256.
 pub fn hash_line(line: &[u8]) -> String {
     let digest = Sha256::digest(line);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -592,8 +592,8 @@ pub fn command(action: AuditAction, args: &ResolveArgs) -> Result<Exit> {
     }
 }
 
-/// The log `keyrun audit verify` and `report` read: PATH when given, else
-/// the configured log.
+/// Chooses the log that `keyrun audit verify` and `report` read: PATH
+/// when given, else the configured log.
 pub fn log_path(path: Option<&Path>, config: &Config) -> Result<PathBuf> {
     if let Some(path) = path {
         return Ok(path.to_path_buf());

@@ -34,11 +34,11 @@ const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// OPENAI_API_VERSION is not set.
 const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
-/// What `keyrun check` found about one variable.
+/// The findings of `keyrun check` on one variable.
 #[derive(Debug, Serialize)]
 pub struct VariableCheck {
     pub var: String,
-    /// Where the reference was written.
+    /// The place the reference was written, for messages.
     pub origin: String,
     pub source: String,
     pub reference: Option<String>,
@@ -106,7 +106,10 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
     let profile = run::choose_profile(args, &config)?;
     let planned = run::plan(args, &config, profile)?;
     let command = [OsString::from("keyrun check")];
-    let mut audit = Auditor::open_for_run(&config, args, &AuditArgs::default(), &command)?;
+    let audit_args = AuditArgs {
+        reason: std::env::var("KEYRUN_REASON").ok(),
+    };
+    let mut audit = Auditor::open_for_run(&config, args, &audit_args, &command)?;
 
     // Each variable is resolved on its own, so that one failure does not
     // hide the state of the others.
@@ -116,9 +119,9 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
     for item in &planned {
         match run::resolve_all(std::slice::from_ref(item), &config, profile, &mut runtime) {
             Ok(resolved) => {
-                for one in resolved {
-                    variables.push(variable_check(item, &one, &config, profile)?);
-                    injected.push(one);
+                for variable in resolved {
+                    variables.push(variable_check(item, &variable, &config, profile)?);
+                    injected.push(variable);
                 }
             }
             Err(err) => variables.push(failed_check(item, &err)),
@@ -291,7 +294,7 @@ fn withheld(
     withheld
 }
 
-/// The value of an injected variable, if one was injected.
+/// Looks up the value of an injected variable.
 fn injected_value<'i>(injected: &'i [Injected], name: &str) -> Option<&'i Secret> {
     injected
         .iter()
@@ -299,8 +302,8 @@ fn injected_value<'i>(injected: &'i [Injected], name: &str) -> Option<&'i Secret
         .map(|i| &i.resolved.value)
 }
 
-/// An injected variable's value, else keyrun's own variable. Only for
-/// settings such as URLs, never for a key.
+/// Reads a setting such as a URL from an injected variable, else from
+/// keyrun's own environment. Never used for a key.
 fn setting(injected: &[Injected], name: &str) -> Option<String> {
     match injected_value(injected, name) {
         Some(value) => Some(String::from_utf8_lossy(value.expose()).into_owned()),
@@ -308,7 +311,7 @@ fn setting(injected: &[Injected], name: &str) -> Option<String> {
     }
 }
 
-/// Sends `GET {base}/models` with the key and classifies the answer.
+/// Sends `GET {base}/models` with the key and classifies the response.
 fn online_check(
     injected: &[Injected],
     check_args: &CheckArgs,
@@ -398,8 +401,8 @@ fn online_check(
     Ok(classify(url, style_name, answer))
 }
 
-/// The `Authorization: Bearer KEY` or `api-key: KEY` header value, marked
-/// sensitive so no debug output shows it.
+/// Builds the `Authorization: Bearer KEY` or `api-key: KEY` header value,
+/// marked sensitive so no debug output shows it.
 fn key_header(key: &Secret, style: ApiStyle) -> Result<HeaderValue> {
     let mut text = Zeroizing::new(Vec::with_capacity(7 + key.len()));
     if style == ApiStyle::Openai {
@@ -412,7 +415,7 @@ fn key_header(key: &Secret, style: ApiStyle) -> Result<HeaderValue> {
     Ok(value)
 }
 
-/// The `error.code` (else `error.type`) of an OpenAI-style error body.
+/// Reads `error.code` (else `error.type`) from an OpenAI-style error body.
 fn error_code(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let error = value.get("error")?;
@@ -480,7 +483,8 @@ fn classify(
     }
 }
 
-/// The innermost cause of a transport error, such as "Connection refused".
+/// Finds the innermost cause of a transport error, such as "Connection
+/// refused".
 fn describe_transport_error(err: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = err;
     while let Some(next) = cause.source() {
@@ -489,7 +493,7 @@ fn describe_transport_error(err: &reqwest::Error) -> String {
     format!("the request failed: {cause}")
 }
 
-/// The report as text for a terminal.
+/// Renders the report as text for a terminal.
 fn render(report: &CheckReport) -> String {
     let mut text = String::new();
     let _ = writeln!(

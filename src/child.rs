@@ -289,7 +289,7 @@ pub fn spawn(argv: &[OsString], env: ChildEnv) -> Result<Result<Supervisor, Spaw
 }
 
 impl Supervisor {
-    /// The child's process id.
+    /// Returns the child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -106,8 +106,8 @@ pub struct LogArgs {
 /// Options recorded in the audit log.
 #[derive(Debug, Args, Clone, Default)]
 pub struct AuditArgs {
-    /// Why the command needs the key, recorded with each audit record of
-    /// the run.
+    /// The reason the command needs the key, recorded with each audit
+    /// record of the run.
     #[arg(long, value_name = "TEXT", env = "KEYRUN_REASON")]
     pub reason: Option<String>,
 }
@@ -166,8 +166,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// How --online sends the key: `openai` (Authorization: Bearer) or
-    /// `azure` (api-key and api-version); the default follows the host.
+    /// The header style of --online: `openai` (Authorization: Bearer) or
+    /// `azure` (api-key and api-version). The default follows the host.
     #[arg(long, value_enum, value_name = "STYLE")]
     pub api_style: Option<ApiStyle>,
 }

@@ -236,8 +236,8 @@ impl Config {
         Ok(())
     }
 
-    /// Checks every `max_age` and `api_style`, naming the key that holds a
-    /// bad one.
+    /// Checks every `max_age` and `api_style`, naming the key that contains
+    /// an invalid one.
     fn validate_policy(&self) -> Result<()> {
         let mut ages: Vec<(String, &str)> = Vec::new();
         ages.extend(

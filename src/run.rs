@@ -353,8 +353,8 @@ fn exec_audited(
     // Drop network clients and their pooled buffers before anything else.
     runtime.shutdown();
     let mut injected = resolved?;
-    audit::age::check_all(&injected, config, profile)?;
     audit.resolved(&injected)?;
+    audit::age::check_all(&injected, config, profile)?;
 
     let mut wiped: Vec<String> = Vec::new();
     for item in &injected {

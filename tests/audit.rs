@@ -431,9 +431,11 @@ fn max_age_enforced_exits_125() {
     let key_file = old_key_file(&sandbox, &common::random_key(), 100);
     let config = age_config(&sandbox, &key_file, "enforce_max_age = true\n");
     let marker = sandbox.path().join("ran");
+    let log = sandbox.path().join("audit.log");
     let out = output(
         sandbox
             .keyrun()
+            .env("KEYRUN_AUDIT_LOG", &log)
             .arg("--config")
             .arg(&config)
             .arg("--")
@@ -443,6 +445,7 @@ fn max_age_enforced_exits_125() {
     assert_eq!(out.status.code(), Some(125));
     assert!(!marker.exists(), "an overdue key reached the command");
     assert!(stderr(&out).contains("enforce_max_age"), "{}", stderr(&out));
+    assert_eq!(events(&records(&log)), ["secret.resolved", "error"]);
 }
 
 #[test]
@@ -650,4 +653,17 @@ fn report_flags_reused_and_replaced() {
         "{}",
         stdout(&text)
     );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_clean_with_audit_log() {
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let path = sandbox.write("key", key.as_bytes(), 0o600);
+    let mut command = sandbox.keyrun();
+    command
+        .env("KEYRUN_AUDIT_LOG", sandbox.path().join("audit.log"))
+        .args(["--from", &format!("file:{}", path.display())]);
+    common::memory::assert_value_absent(command, &key);
 }

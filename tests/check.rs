@@ -259,7 +259,7 @@ fn online_rejected_by_models_server() {
     assert_not_leaked(&out.stdout, &key, "check's stdout");
 }
 
-/// How a stand-in answers a request whose key header is right.
+/// The response a stand-in sends to a request whose key header is right.
 #[derive(Clone, Copy)]
 enum Answer {
     Ok,

@@ -12,7 +12,7 @@ use crate::run::Injected;
 
 const DAY: u64 = 86_400;
 
-/// The limit that applies to one variable and where it was set.
+/// The limit that applies to one variable.
 #[derive(Debug, Clone)]
 pub struct Limit {
     /// The limit as written, such as `90d`.
@@ -51,7 +51,7 @@ pub fn policy(config: &Config, profile: Option<(&str, &Profile)>, var: &str) -> 
     Ok(Policy { limit, enforce })
 }
 
-/// How old a value created at `created` is now; a time in the future
+/// Computes the age of a value created at `created`. A time in the future
 /// counts as new.
 pub fn age_of(created: SystemTime) -> Duration {
     SystemTime::now()
@@ -59,7 +59,7 @@ pub fn age_of(created: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-/// The age in whole days, for the audit log.
+/// Computes the age in whole days, for the audit log.
 pub fn age_days(created: SystemTime) -> Option<u64> {
     Some(age_of(created).as_secs() / DAY)
 }
@@ -100,7 +100,7 @@ pub fn check_all(
     config: &Config,
     profile: Option<(&str, &Profile)>,
 ) -> Result<()> {
-    let mut refused: Vec<String> = Vec::new();
+    let mut rejected: Vec<String> = Vec::new();
     for item in injected {
         let policy = policy(config, profile, &item.var)?;
         let Status::Overdue { .. } = status(item.resolved.created, &policy) else {
@@ -108,16 +108,16 @@ pub fn check_all(
         };
         let message = overdue_message(item, &policy);
         if policy.enforce {
-            refused.push(message);
+            rejected.push(message);
         } else {
             tracing::warn!("{message}");
         }
     }
-    match refused.len() {
+    match rejected.len() {
         0 => Ok(()),
         _ => bail!(
             "{}\nkeyrun does not run the command because enforce_max_age = true; rotate the key, or raise max_age",
-            refused.join("\n")
+            rejected.join("\n")
         ),
     }
 }
@@ -151,7 +151,7 @@ pub fn describe(duration: Duration) -> String {
     }
 }
 
-/// How to put a new key in place, in the terms of each source.
+/// Returns how to put a new key in place, in the terms of each source.
 pub fn rotation_hint(scheme: &str) -> &'static str {
     match scheme {
         "file" => "create a new key, write it to the file (`printf %s NEW_KEY > FILE`, `chmod 600`), then revoke the old key",

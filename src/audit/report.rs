@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::verify::{lines, Entry};
 
-/// What a log shows about one fingerprint.
+/// The use of one fingerprint, as a log records it.
 #[derive(Debug, Serialize)]
 pub struct Usage {
     pub fingerprint: String,
@@ -38,7 +38,7 @@ pub struct Flag {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub records: usize,
-    /// Lines that are not records; `keyrun audit verify` says more.
+    /// Lines that are not records. `keyrun audit verify` reports why.
     pub invalid_lines: usize,
     pub fingerprints: Vec<Usage>,
 }
@@ -207,7 +207,7 @@ fn bump_count(message: &str) -> String {
     format!("{}({} uses since)", &message[..open], count + 1)
 }
 
-/// The report as text for a terminal.
+/// Renders the report as text for a terminal.
 pub fn render(report: &Report) -> String {
     let mut text = String::new();
     let _ = writeln!(
