@@ -397,18 +397,20 @@ impl Auditor {
     }
 
     /// Turns a failed open or write into an error when the log is
-    /// required, and into one warning that stops further writes otherwise.
+    /// required, and into a warning otherwise. No record follows either.
     fn fail(&mut self, err: anyhow::Error) -> Result<()> {
+        // Either way no later record is attempted, so one failure is
+        // reported once.
+        self.target = None;
         if self.required {
-            return Err(err.context(
-                "the audit log is required, so keyrun does not run the command; fix the log, \
-                 or set required = false under [audit]",
-            ));
+            bail!(
+                "{err:#}; keyrun does not run the command without its audit log: fix the path or \
+                 its permissions, or set required = false under [audit]"
+            );
         }
         tracing::warn!(
             "{err:#}; continuing without the audit log because [audit] required = false"
         );
-        self.target = None;
         Ok(())
     }
 }

@@ -374,6 +374,8 @@ fn online_check(
 
     let mut runtime = Runtime::default();
     let answer = {
+        // NOTE: unlike the azure-kv: source, this client does not add the
+        // CA certificates of SSL_CERT_FILE to its roots.
         let client = reqwest::Client::builder()
             .user_agent(concat!("keyrun/", env!("CARGO_PKG_VERSION")))
             .timeout(ONLINE_TIMEOUT)
