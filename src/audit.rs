@@ -142,7 +142,7 @@ impl CiContext {
 }
 
 /// The fields every record of one run shares.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RunContext {
     pub keyrun_version: &'static str,
     pub uid: u32,
@@ -275,7 +275,10 @@ impl Auditor {
     pub fn open(settings: &AuditSettings, run: RunContext) -> Result<Auditor> {
         // The local offset can only be read while keyrun has one thread,
         // so it is read once, now.
-        let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+        let offset = match settings.target {
+            Some(_) => time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
+            None => time::UtcOffset::UTC,
+        };
         let mut auditor = Auditor {
             target: settings.target.clone(),
             required: settings.required,
@@ -301,6 +304,10 @@ impl Auditor {
         command: &[OsString],
     ) -> Result<Auditor> {
         let settings = AuditSettings::from_config(config);
+        if settings.target.is_none() {
+            // No log: skip the user, host and CI lookups.
+            return Auditor::open(&settings, RunContext::default());
+        }
         let profile = args
             .profile
             .as_deref()

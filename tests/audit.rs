@@ -667,3 +667,18 @@ fn memory_clean_with_audit_log() {
         .args(["--from", &format!("file:{}", path.display())]);
     common::memory::assert_value_absent(command, &key);
 }
+
+#[test]
+fn time_offset_follows_tz() {
+    let sandbox = Sandbox::new();
+    let log = sandbox.path().join("audit.log");
+    // A POSIX TZ rule, so no zoneinfo file is needed: 5:30 east of UTC.
+    let out = output(
+        keyrun_logged(&sandbox, &log, &common::random_key())
+            .env("TZ", "KRT-5:30")
+            .args(["--", "true"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let time = records(&log)[0]["time"].as_str().unwrap().to_string();
+    assert!(time.ends_with("+05:30"), "{time}");
+}
