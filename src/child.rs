@@ -289,6 +289,11 @@ pub fn spawn(argv: &[OsString], env: ChildEnv) -> Result<Result<Supervisor, Spaw
 }
 
 impl Supervisor {
+    /// Returns the child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Forwards signals to the child until it ends.
     pub fn wait(mut self) -> Result<Outcome> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

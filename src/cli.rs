@@ -27,6 +27,9 @@ pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
 
+    #[command(flatten)]
+    pub audit: AuditArgs,
+
     #[command(subcommand)]
     pub subcommand: Option<Subcommands>,
 
@@ -100,6 +103,15 @@ pub struct LogArgs {
     pub quiet: bool,
 }
 
+/// Options recorded in the audit log.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AuditArgs {
+    /// The reason the command needs the key, recorded with each audit
+    /// record of the run.
+    #[arg(long, value_name = "TEXT", env = "KEYRUN_REASON")]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Subcommands {
     /// Trust a keyrun.toml that came with a repository, after reviewing it.
@@ -108,9 +120,60 @@ pub enum Subcommands {
         #[arg(default_value = "keyrun.toml")]
         file: PathBuf,
     },
+    /// Verify or summarise the audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Resolve every variable a run would inject and report where each
+    /// comes from, its age, its fingerprint and whether it works, never its
+    /// value. Exits 0 when every check passes, 1 otherwise.
+    Check(CheckArgs),
     /// Print a completion script for SHELL.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the chain of records and report the first one that was
+    /// edited, removed or reordered (exit status 1).
+    Verify {
+        /// The log (default: KEYRUN_AUDIT_LOG or [audit] path).
+        path: Option<PathBuf>,
+    },
+    /// Summarise the log per fingerprint: first and last use, count,
+    /// hosts, commands, sources, and what looks wrong.
+    Report {
+        /// The log (default: KEYRUN_AUDIT_LOG or [audit] path).
+        path: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CheckArgs {
+    /// Also send GET {OPENAI_BASE_URL}/models with the key, to learn
+    /// whether the API accepts it.
+    #[arg(long)]
+    pub online: bool,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The header style of --online: `openai` (Authorization: Bearer) or
+    /// `azure` (api-key and api-version). The default follows the host.
+    #[arg(long, value_enum, value_name = "STYLE")]
+    pub api_style: Option<ApiStyle>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiStyle {
+    Openai,
+    Azure,
 }

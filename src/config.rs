@@ -30,6 +30,23 @@ pub struct ConfigFile {
     pub command: Option<Section>,
     pub azure: Option<Section>,
     pub aws: Option<Section>,
+    pub audit: Option<AuditSection>,
+    /// The key-age limit of every profile and variable that sets none.
+    pub max_age: Option<String>,
+    pub enforce_max_age: Option<bool>,
+}
+
+/// The `[audit]` table: where the access log goes and how strictly.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// A file, or `-` for stderr; `KEYRUN_AUDIT_LOG` overrides it.
+    pub path: Option<String>,
+    /// Whether a log that cannot be written stops the run (default true).
+    pub required: Option<bool>,
+    /// Whether records carry the command's full argument list, not only
+    /// argv[0] (default false, since arguments can contain secrets).
+    pub log_args: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +62,10 @@ pub struct Profile {
     pub command: Option<Section>,
     pub azure: Option<Section>,
     pub aws: Option<Section>,
+    pub max_age: Option<String>,
+    pub enforce_max_age: Option<bool>,
+    /// `openai` or `azure`: the header style of `keyrun check --online`.
+    pub api_style: Option<String>,
 }
 
 /// Lists the source sections present in a file's top level or a profile,
@@ -81,6 +102,8 @@ impl Profile {
 pub struct Variable {
     pub from: String,
     pub raw: bool,
+    /// The key-age limit of this variable, such as `90d`.
+    pub max_age: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +112,7 @@ struct VariableTable {
     from: String,
     #[serde(default)]
     raw: bool,
+    max_age: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Variable {
@@ -106,6 +130,7 @@ impl<'de> Deserialize<'de> for Variable {
                 Ok(Variable {
                     from: text.to_string(),
                     raw: false,
+                    max_age: None,
                 })
             }
 
@@ -114,6 +139,7 @@ impl<'de> Deserialize<'de> for Variable {
                 Ok(Variable {
                     from: table.from,
                     raw: table.raw,
+                    max_age: table.max_age,
                 })
             }
         }
@@ -200,6 +226,7 @@ impl Config {
                 })?;
             }
         }
+        self.validate_policy()?;
         if let Some(default) = &self.file.default_profile {
             if !self.file.profiles.contains_key(default) {
                 bail!(
@@ -208,6 +235,40 @@ impl Config {
                     self.profile_names()
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Checks every `max_age` and `api_style`, naming the key that contains
+    /// an invalid one.
+    fn validate_policy(&self) -> Result<()> {
+        let mut ages: Vec<(String, &str)> = Vec::new();
+        ages.extend(
+            self.file
+                .max_age
+                .iter()
+                .map(|a| ("max_age".to_string(), a.as_str())),
+        );
+        for (name, profile) in &self.file.profiles {
+            if let Some(age) = &profile.max_age {
+                ages.push((format!("profiles.{name}.max_age"), age));
+            }
+            for (var, variable) in &profile.env {
+                if let Some(age) = &variable.max_age {
+                    ages.push((format!("profiles.{name}.env.{var}.max_age"), age));
+                }
+            }
+            if let Some(style) = &profile.api_style {
+                if style != "openai" && style != "azure" {
+                    bail!(
+                        "{}: profiles.{name}.api_style = {style:?} is invalid; use \"openai\" or \"azure\"",
+                        self.describe_path()
+                    );
+                }
+            }
+        }
+        for (key, age) in ages {
+            parse_duration(age).with_context(|| format!("{}: {key}", self.describe_path()))?;
         }
         Ok(())
     }

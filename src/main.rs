@@ -10,6 +10,8 @@
 // unused there.
 #![cfg_attr(test, allow(dead_code))]
 
+mod audit;
+mod check;
 mod child;
 mod cli;
 mod config;

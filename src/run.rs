@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::audit::{self, Auditor};
 use crate::child::{self, ChildEnv, Outcome};
-use crate::cli::{ChildArgs, Cli, ResolveArgs, Subcommands};
+use crate::cli::{AuditArgs, ChildArgs, Cli, ResolveArgs, Subcommands};
 use crate::config::{Config, Profile};
 use crate::envfile;
 use crate::harden;
@@ -37,13 +38,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
             clap_complete::generate(shell, &mut command, "keyrun", &mut std::io::stdout());
             return Ok(Exit::Code(0));
         }
+        Some(Subcommands::Audit { action }) => return audit::command(action, &cli.resolve),
+        Some(Subcommands::Check(args)) => return crate::check::check(&cli.resolve, &args),
         None => {}
     }
 
     if cli.command.is_empty() {
         bail!("no command to run: write it after --, for example `keyrun -- python app.py`");
     }
-    exec(&cli.resolve, &cli.child, &cli.command)
+    exec(&cli.resolve, &cli.child, &cli.audit, &cli.command)
 }
 
 /// A variable to inject and where its reference came from.
@@ -318,20 +321,40 @@ fn child_env(
     env
 }
 
+/// Runs the command, with an audit record of each step when the audit log
+/// is on, and an `error` record when the run fails.
 fn exec(
     args: &ResolveArgs,
     child_args: &ChildArgs,
+    audit_args: &AuditArgs,
     command: &[std::ffi::OsString],
 ) -> Result<Exit> {
     let config = Config::discover(args.config.as_deref())?;
-    let profile = choose_profile(args, &config)?;
-    let planned = plan(args, &config, profile)?;
+    let mut audit = Auditor::open_for_run(&config, args, audit_args, command)?;
+    let result = exec_audited(args, child_args, command, &config, &mut audit);
+    if let Err(err) = &result {
+        audit.error(&format!("{err:#}"));
+    }
+    result
+}
+
+fn exec_audited(
+    args: &ResolveArgs,
+    child_args: &ChildArgs,
+    command: &[std::ffi::OsString],
+    config: &Config,
+    audit: &mut Auditor,
+) -> Result<Exit> {
+    let profile = choose_profile(args, config)?;
+    let planned = plan(args, config, profile)?;
 
     let mut runtime = Runtime::default();
-    let resolved = resolve_all(&planned, &config, profile, &mut runtime);
+    let resolved = resolve_all(&planned, config, profile, &mut runtime);
     // Drop network clients and their pooled buffers before anything else.
     runtime.shutdown();
     let mut injected = resolved?;
+    audit.resolved(&injected)?;
+    audit::age::check_all(&injected, config, profile)?;
 
     let mut wiped: Vec<String> = Vec::new();
     for item in &injected {
@@ -347,7 +370,7 @@ fn exec(
         );
     }
 
-    let env = child_env(&mut injected, child_args, profile.map(|(_, p)| p), &config);
+    let env = child_env(&mut injected, child_args, profile.map(|(_, p)| p), config);
     drop(injected);
     drop(planned);
     // The child's environment is built from copies, so keyrun's original
@@ -358,12 +381,17 @@ fn exec(
         Ok(supervisor) => supervisor,
         Err(err) => {
             eprintln!("keyrun: error: {err}");
+            audit.error(&err.to_string());
             return Ok(Exit::Code(err.exit_code()));
         }
     };
+    let child_pid = supervisor.pid();
+    audit.child_started(child_pid);
     harden::scrub_stack();
 
-    match supervisor.wait()? {
+    let outcome = supervisor.wait()?;
+    audit.child_exited(child_pid, &outcome);
+    match outcome {
         Outcome::Exited(code) => Ok(Exit::Code(code)),
         Outcome::Signaled(sig) => Ok(Exit::Signal(sig)),
     }
