@@ -760,3 +760,67 @@ fn openai_client_lists_models() {
     assert_eq!(models.authorized_requests(), 1);
     assert_clean(&result, &key);
 }
+
+/// A profile that reads `name` from moto with the given `max_age`.
+fn age_config(sandbox: &Sandbox, name: &str, max_age: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        "default_profile = \"p\"\n[profiles.p]\nenv.OPENAI_API_KEY = {{ from = \"aws-sm:{name}\", max_age = \"{max_age}\" }}\n{extra}"
+    );
+    sandbox.write("keyrun-config.toml", text.as_bytes(), 0o600)
+}
+
+#[test]
+fn max_age_uses_created_date() {
+    let Some(moto) = moto() else { return };
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let name = secret_name("age");
+    moto.create_string(&name, &key);
+    // The version moto just created is younger than a day and, after this
+    // pause, older than one second.
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let fresh = age_config(&sandbox, &name, "1d", "");
+    let mut command = keyrun(&sandbox, &moto.url());
+    command.arg("--config").arg(&fresh).args(["--", "true"]);
+    let within = output(&mut command);
+    assert_eq!(within.status.code(), Some(0), "{}", stderr(&within));
+    assert!(!stderr(&within).contains("max_age"), "{}", stderr(&within));
+
+    let stale = age_config(&sandbox, &name, "1s", "");
+    let mut command = keyrun(&sandbox, &moto.url());
+    command.arg("--config").arg(&stale).args(["--", "true"]);
+    let overdue = output(&mut command);
+    assert_eq!(overdue.status.code(), Some(0), "{}", stderr(&overdue));
+    assert!(
+        stderr(&overdue).contains("over max_age 1s"),
+        "{}",
+        stderr(&overdue)
+    );
+    assert_clean(&overdue, &key);
+}
+
+#[test]
+fn max_age_enforced_with_moto_secret() {
+    let Some(moto) = moto() else { return };
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let name = secret_name("age-enforced");
+    moto.create_string(&name, &key);
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let config = age_config(&sandbox, &name, "1s", "enforce_max_age = true\n");
+    let mut command = keyrun(&sandbox, &moto.url());
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--", "sh", "-c", "echo child ran"]);
+    let result = output(&mut command);
+    let text = assert_failed(&result);
+    assert!(text.contains("enforce_max_age"), "{text}");
+    assert!(
+        !stdout(&result).contains("child ran"),
+        "the command ran despite an overdue key"
+    );
+    assert_clean(&result, &key);
+}
