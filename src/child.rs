@@ -11,15 +11,17 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{self, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
+use crate::mask::{MaskStream, Masker};
 use crate::secret::Secret;
 
 /// Signals keyrun passes on to the child once it runs.
@@ -228,10 +230,26 @@ fn install_handlers() -> Result<OwnedFd> {
     Ok(read_end)
 }
 
-/// A running child and the signal pipe that reports to keyrun.
+/// A running child, the signal pipe that reports to keyrun, and the read
+/// ends of the child's output pipes that keyrun masks.
 pub struct Supervisor {
     child: Child,
     signals: OwnedFd,
+    outputs: Vec<(OwnedFd, std::os::fd::RawFd)>,
+}
+
+/// Which of the child's output streams keyrun reads through a pipe, to
+/// mask them, rather than letting the child inherit them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Piped {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// The matcher and the idle delay after which held output is written.
+pub struct Masking {
+    pub masker: Masker,
+    pub delay: Duration,
 }
 
 /// How the child ended.
@@ -242,14 +260,25 @@ pub enum Outcome {
 }
 
 /// Starts `argv` with `env`, the signal mask and dispositions keyrun was
-/// started with, and stdin, stdout and stderr inherited.
-pub fn spawn(argv: &[OsString], env: ChildEnv) -> Result<Result<Supervisor, SpawnError>> {
+/// started with, stdin inherited, and stdout and stderr inherited unless
+/// `piped` names them.
+pub fn spawn(
+    argv: &[OsString],
+    env: ChildEnv,
+    piped: Piped,
+) -> Result<Result<Supervisor, SpawnError>> {
     let signals = install_handlers()?;
     let (program, args) = argv.split_first().context("no command to run")?;
     let mut command = Command::new(program);
     command.args(args);
     env.apply(&mut command);
     drop(env);
+    if piped.stdout {
+        command.stdout(Stdio::piped());
+    }
+    if piped.stderr {
+        command.stderr(Stdio::piped());
+    }
 
     let start = START_STATE.get();
     let mask = start.map(|s| s.mask).unwrap_or_else(SigSet::empty);
@@ -271,7 +300,7 @@ pub fn spawn(argv: &[OsString], env: ChildEnv) -> Result<Result<Supervisor, Spaw
     // included; the zeroing allocator wipes them.
     drop(command);
 
-    let child = match spawned {
+    let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
             let program = program.to_string_lossy().into_owned();
@@ -285,7 +314,29 @@ pub fn spawn(argv: &[OsString], env: ChildEnv) -> Result<Result<Supervisor, Spaw
         }
     };
     tracing::debug!(pid = child.id(), "child started");
-    Ok(Ok(Supervisor { child, signals }))
+    let mut outputs = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        outputs.push((OwnedFd::from(stdout), libc::STDOUT_FILENO));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        outputs.push((OwnedFd::from(stderr), libc::STDERR_FILENO));
+    }
+    for (fd, _) in &outputs {
+        set_nonblocking(fd)?;
+    }
+    Ok(Ok(Supervisor {
+        child,
+        signals,
+        outputs,
+    }))
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).context("cannot read the output pipe's flags")?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).context("cannot make the output pipe non-blocking")?;
+    Ok(())
 }
 
 impl Supervisor {
@@ -294,18 +345,70 @@ impl Supervisor {
         self.child.id()
     }
 
-    /// Forwards signals to the child until it ends.
-    pub fn wait(mut self) -> Result<Outcome> {
+    /// Forwards signals to the child, and passes its piped output through
+    /// the masker, until it ends.
+    pub fn wait(mut self, masking: Option<&Masking>) -> Result<Outcome> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let mut pumps: Vec<Pump> = match masking {
+            Some(masking) => std::mem::take(&mut self.outputs)
+                .into_iter()
+                .map(|(source, target)| Pump::new(source, target, &masking.masker))
+                .collect(),
+            None => Vec::new(),
+        };
+        let delay = masking.map_or(Duration::ZERO, |m| m.delay);
+
         loop {
             if let Some(status) = self.child.try_wait().context("cannot wait for the child")? {
+                // NOTE: output that a process the child left behind writes
+                // after this drain is dropped, because waiting for the
+                // pipe to close would hang on a background daemon.
+                for pump in &mut pumps {
+                    pump.drain()?;
+                }
                 return Ok(outcome_of(status));
             }
 
-            let mut fds = [PollFd::new(self.signals_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::NONE) {
+            let mut fds = vec![PollFd::new(self.signals_fd(), PollFlags::POLLIN)];
+            let open: Vec<usize> = (0..pumps.len()).filter(|&i| pumps[i].is_open()).collect();
+            for &index in &open {
+                if let Some(source) = pumps[index].source() {
+                    fds.push(PollFd::new(source, PollFlags::POLLIN));
+                }
+            }
+            let timeout = pumps
+                .iter()
+                .filter_map(|pump| pump.flush_due(delay))
+                .min()
+                .map(|due| due.saturating_duration_since(Instant::now()));
+            let timeout = match timeout {
+                // Round up, so the poll does not return just before the
+                // flush is due.
+                Some(wait) => {
+                    PollTimeout::try_from(wait.as_millis() as u64 + 1).unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(err) => return Err(err).context("cannot wait for signals"),
+            }
+            let ready: Vec<bool> = fds[1..]
+                .iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+
+            for (&index, ready) in open.iter().zip(ready) {
+                if ready {
+                    pumps[index].pump()?;
+                }
+            }
+            let now = Instant::now();
+            for pump in &mut pumps {
+                if pump.flush_due(delay).is_some_and(|due| due <= now) {
+                    pump.flush()?;
+                }
             }
 
             let mut buffer = [0u8; 64];
@@ -347,6 +450,129 @@ impl Supervisor {
             tracing::debug!(signal = %sig, "forwarding failed: {err}");
         }
     }
+}
+
+/// Bytes read from a child's output pipe at a time: the default capacity of
+/// a Linux pipe.
+const READ_SIZE: usize = 64 * 1024;
+
+/// One of the child's output streams on its way through the masker to
+/// keyrun's own stdout or stderr.
+struct Pump<'m> {
+    /// The read end of the child's pipe; `None` once it is closed.
+    source: Option<OwnedFd>,
+    target: std::os::fd::RawFd,
+    stream: MaskStream<'m>,
+    last_read: Instant,
+}
+
+impl<'m> Pump<'m> {
+    fn new(source: OwnedFd, target: std::os::fd::RawFd, masker: &'m Masker) -> Self {
+        Pump {
+            source: Some(source),
+            target,
+            stream: MaskStream::new(masker),
+            last_read: Instant::now(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.source.is_some()
+    }
+
+    fn source(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.source.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// When the held bytes are to be written, if any are held.
+    fn flush_due(&self, delay: Duration) -> Option<Instant> {
+        self.stream.holds_bytes().then(|| self.last_read + delay)
+    }
+
+    /// Reads and masks what the pipe has now, and returns the count read;
+    /// at its end, writes the held bytes and closes it.
+    fn pump(&mut self) -> Result<usize> {
+        let Some(source) = &self.source else {
+            return Ok(0);
+        };
+        let buffer = self.stream.read_buffer(READ_SIZE);
+        let count = match nix::unistd::read(source, buffer) {
+            Ok(count) => count,
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
+                self.commit(0)?;
+                return Ok(0);
+            }
+            Err(err) => {
+                self.commit(0)?;
+                return Err(err).context("cannot read the command's output");
+            }
+        };
+        self.last_read = Instant::now();
+        self.commit(count)?;
+        if count == 0 {
+            tracing::debug!(fd = self.target, "the command closed its output");
+            self.flush()?;
+            self.source = None;
+        }
+        Ok(count)
+    }
+
+    /// Reads until the pipe is empty or closed, then writes the held bytes.
+    fn drain(&mut self) -> Result<()> {
+        while self.pump()? > 0 {}
+        self.flush()
+    }
+
+    fn commit(&mut self, count: usize) -> Result<()> {
+        let target = self.target;
+        let result = self
+            .stream
+            .commit(count, &mut |bytes: &[u8]| write_all(target, bytes));
+        self.after_write(result)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let target = self.target;
+        let result = self
+            .stream
+            .flush(&mut |bytes: &[u8]| write_all(target, bytes));
+        self.after_write(result)
+    }
+
+    /// A reader of keyrun's output that went away closes the child's pipe
+    /// too, so the child sees the broken pipe it would see without keyrun.
+    fn after_write(&mut self, result: std::io::Result<()>) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                tracing::debug!(fd = self.target, "the reader of keyrun's output went away");
+                self.source = None;
+                self.stream.discard();
+                Ok(())
+            }
+            Err(err) => Err(err).context("cannot write the command's output"),
+        }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, waiting while a non-blocking descriptor
+/// is full.
+fn write_all(fd: std::os::fd::RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: keyrun's stdout and stderr stay open for its whole life.
+    let target = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !bytes.is_empty() {
+        match nix::unistd::write(target, bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(target, PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::NONE);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
 }
 
 fn outcome_of(status: std::process::ExitStatus) -> Outcome {

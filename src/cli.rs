@@ -89,6 +89,24 @@ pub struct ChildArgs {
     /// as VAULT_TOKEN) in the command's environment.
     #[arg(long)]
     pub keep_backend_env: bool,
+
+    /// Mask the injected values in the command's output: auto masks a
+    /// stdout or stderr that is not a terminal, always also runs the
+    /// command on a pseudo-terminal when keyrun's output is a terminal,
+    /// never passes the output through untouched [default: auto, or the
+    /// profile's `mask`].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub mask: Option<MaskMode>,
+}
+
+/// When keyrun masks the child's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Args, Clone, Default)]

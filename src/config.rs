@@ -58,6 +58,15 @@ pub struct Profile {
     pub unset: Vec<String>,
     pub clean_env: Option<bool>,
     pub keep_backend_env: Option<bool>,
+    /// When to mask the injected values in the child's output.
+    pub mask: Option<crate::cli::MaskMode>,
+    /// The text that replaces a masked value (default `***`).
+    pub mask_with: Option<String>,
+    /// How long output that may still grow into a match is held before it
+    /// is written unmasked, such as `20ms`.
+    pub mask_delay: Option<String>,
+    /// Whether to register the values with the CI runner's log masking.
+    pub ci_mask: Option<bool>,
     pub file: Option<Section>,
     pub command: Option<Section>,
     pub azure: Option<Section>,
@@ -223,6 +232,14 @@ impl Config {
             for (var, variable) in &profile.env {
                 Reference::parse(&variable.from).map_err(|err| {
                     anyhow::anyhow!("{}: profiles.{name}.env.{var}: {err}", self.describe_path())
+                })?;
+            }
+            if let Some(delay) = &profile.mask_delay {
+                parse_duration(delay).map_err(|err| {
+                    anyhow::anyhow!(
+                        "{}: profiles.{name}.mask_delay: {err}",
+                        self.describe_path()
+                    )
                 })?;
             }
         }

@@ -18,8 +18,6 @@ mod config;
 mod envfile;
 mod harden;
 mod logging;
-// Wired into the child runner in the next step.
-#[allow(dead_code)]
 mod mask;
 mod reference;
 mod run;

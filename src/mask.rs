@@ -407,6 +407,8 @@ impl<'m> MaskStream<'m> {
     }
 
     /// Masks the bytes in `chunk` and writes what is final to `sink`.
+    // The tests and the fuzz target feed the matcher this way.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn push<E>(
         &mut self,
         chunk: &[u8],
@@ -422,6 +424,14 @@ impl<'m> MaskStream<'m> {
     pub fn flush<E>(&mut self, sink: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         let len = self.buffer.len();
         self.emit(len, sink)
+    }
+
+    /// Drops every held byte unwritten, zeroing it.
+    pub fn discard(&mut self) {
+        self.buffer.zeroize();
+        self.buffer.clear();
+        self.scanned = 0;
+        self.spans.clear();
     }
 
     /// Finds the matches that end in the bytes after `scanned`, and merges
@@ -527,6 +537,98 @@ fn merge_spans(spans: &mut Vec<(usize, usize)>) {
         }
     }
     *spans = merged;
+}
+
+/// The CI runners whose logs keyrun can ask to mask a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiRunner {
+    GitHubActions,
+    AzurePipelines,
+}
+
+impl CiRunner {
+    /// Returns the runner keyrun runs under, from the variables each runner
+    /// sets for its steps.
+    pub fn detect() -> Option<CiRunner> {
+        if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+            Some(CiRunner::GitHubActions)
+        } else if std::env::var_os("TF_BUILD").is_some_and(|v| v == "True") {
+            Some(CiRunner::AzurePipelines)
+        } else {
+            None
+        }
+    }
+
+    /// Appends the workflow command that registers `fragment`, escaped the
+    /// way the runner unescapes command data.
+    fn append_command(self, fragment: &[u8], line: &mut Zeroizing<Vec<u8>>) {
+        let (prefix, percent): (&[u8], &[u8]) = match self {
+            CiRunner::GitHubActions => (b"::add-mask::", b"%25"),
+            CiRunner::AzurePipelines => (b"##vso[task.setsecret]", b"%AZP25"),
+        };
+        line.extend_from_slice(prefix);
+        for &byte in fragment {
+            match byte {
+                b'%' => line.extend_from_slice(percent),
+                b'\r' => line.extend_from_slice(b"%0D"),
+                _ => line.push(byte),
+            }
+        }
+        line.push(b'\n');
+    }
+}
+
+/// Writes, to keyrun's stdout, one command per value line and JSON field of
+/// at least [`MIN_MASKED_LEN`] bytes that registers it with the CI runner's
+/// log masking, so later steps of the job are masked too. The commands
+/// carry the plaintext, so keyrun writes them only when its stdout is a
+/// pipe (the runner reads a step's output through one), never to a file or
+/// a terminal. Returns how many fragments were registered.
+pub fn register_with_ci<'v>(
+    runner: CiRunner,
+    values: impl IntoIterator<Item = &'v [u8]>,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsFd as _;
+
+    let stdout = std::io::stdout();
+    let stat = nix::sys::stat::fstat(stdout.as_fd())?;
+    let kind = stat.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO {
+        tracing::debug!(
+            ?runner,
+            "stdout is not a pipe; values not registered with the CI runner"
+        );
+        return Ok(0);
+    }
+
+    let mut commands = Zeroizing::new(Vec::new());
+    let mut count = 0;
+    for value in values {
+        let mut fragments: Vec<Zeroizing<Vec<u8>>> = value
+            .split(|&b| b == b'\n')
+            .map(|line| Zeroizing::new(line.strip_suffix(b"\r").unwrap_or(line).to_vec()))
+            .collect();
+        if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(value) {
+            let mut strings = Vec::new();
+            collect_strings(parsed, &mut strings);
+            fragments.extend(strings.into_iter().map(|s| Zeroizing::new(s.into_bytes())));
+        }
+        for fragment in fragments.iter().filter(|f| f.len() >= MIN_MASKED_LEN) {
+            runner.append_command(fragment, &mut commands);
+            count += 1;
+        }
+    }
+    // Written straight to the descriptor: the standard library's stdout
+    // buffer lives as long as the process and is never wiped.
+    let mut rest: &[u8] = &commands;
+    while !rest.is_empty() {
+        match nix::unistd::write(stdout.as_fd(), rest) {
+            Ok(written) => rest = &rest[written..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

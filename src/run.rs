@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::audit::{self, Auditor};
 use crate::child::{self, ChildEnv, Outcome};
-use crate::cli::{AuditArgs, ChildArgs, Cli, ResolveArgs, Subcommands};
+use crate::cli::{AuditArgs, ChildArgs, Cli, MaskMode, ResolveArgs, Subcommands};
 use crate::config::{Config, Profile};
 use crate::envfile;
 use crate::harden;
@@ -321,6 +321,84 @@ fn child_env(
     env
 }
 
+/// How long output that may still grow into a match is held, unless the
+/// profile's `mask_delay` sets it.
+const DEFAULT_MASK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Chooses which of the child's output streams to mask, and builds the
+/// matcher from the injected values. Returns no matcher when nothing is
+/// masked.
+fn prepare_masking(
+    injected: &[Injected],
+    args: &ChildArgs,
+    profile: Option<&Profile>,
+) -> Result<(child::Piped, Option<child::Masking>)> {
+    use std::io::IsTerminal as _;
+
+    let mode = args
+        .mask
+        .or(profile.and_then(|p| p.mask))
+        .unwrap_or_default();
+    let piped = match mode {
+        MaskMode::Never => child::Piped::default(),
+        MaskMode::Auto | MaskMode::Always => child::Piped {
+            stdout: !std::io::stdout().is_terminal(),
+            stderr: !std::io::stderr().is_terminal(),
+        },
+    };
+    tracing::debug!(
+        ?mode,
+        stdout = piped.stdout,
+        stderr = piped.stderr,
+        "output masking"
+    );
+    if !piped.stdout && !piped.stderr {
+        return Ok((piped, None));
+    }
+
+    let replacement = profile
+        .and_then(|p| p.mask_with.as_deref())
+        .unwrap_or(crate::mask::DEFAULT_REPLACEMENT);
+    let delay = match profile.and_then(|p| p.mask_delay.as_deref()) {
+        Some(text) => crate::config::parse_duration(text).context("mask_delay")?,
+        None => DEFAULT_MASK_DELAY,
+    };
+    let mut builder = crate::mask::MaskerBuilder::new(replacement.as_bytes());
+    for item in injected {
+        if !builder.add_value(item.resolved.value.expose()) {
+            tracing::warn!(
+                "{}: the value is shorter than {} bytes, so keyrun does not mask it in the command's output",
+                item.var,
+                crate::mask::MIN_MASKED_LEN
+            );
+        }
+    }
+    match builder.build() {
+        Some(masker) => Ok((piped, Some(child::Masking { masker, delay }))),
+        None => Ok((child::Piped::default(), None)),
+    }
+}
+
+/// Registers the values with the CI runner's log masking, unless the
+/// profile sets `ci_mask = false`.
+fn register_with_ci(injected: &[Injected], profile: Option<&Profile>) -> Result<()> {
+    let Some(runner) = crate::mask::CiRunner::detect() else {
+        return Ok(());
+    };
+    if profile.and_then(|p| p.ci_mask) == Some(false) {
+        tracing::debug!(
+            ?runner,
+            "ci_mask = false: values not registered with the CI runner"
+        );
+        return Ok(());
+    }
+    let values = injected.iter().map(|item| item.resolved.value.expose());
+    let count = crate::mask::register_with_ci(runner, values)
+        .context("cannot register the values with the CI runner's log masking")?;
+    tracing::debug!(?runner, count, "values registered with the CI runner");
+    Ok(())
+}
+
 /// Runs the command, with an audit record of each step when the audit log
 /// is on, and an `error` record when the run fails.
 fn exec(
@@ -370,6 +448,8 @@ fn exec_audited(
         );
     }
 
+    let (piped, masking) = prepare_masking(&injected, child_args, profile.map(|(_, p)| p))?;
+    register_with_ci(&injected, profile.map(|(_, p)| p))?;
     let env = child_env(&mut injected, child_args, profile.map(|(_, p)| p), config);
     drop(injected);
     drop(planned);
@@ -377,7 +457,7 @@ fn exec_audited(
     // environment block can lose its values now.
     harden::wipe_environ_values(wiped.iter().map(OsStr::new));
 
-    let supervisor = match child::spawn(command, env)? {
+    let supervisor = match child::spawn(command, env, piped)? {
         Ok(supervisor) => supervisor,
         Err(err) => {
             eprintln!("keyrun: error: {err}");
@@ -389,7 +469,7 @@ fn exec_audited(
     audit.child_started(child_pid);
     harden::scrub_stack();
 
-    let outcome = supervisor.wait()?;
+    let outcome = supervisor.wait(masking.as_ref())?;
     audit.child_exited(child_pid, &outcome);
     match outcome {
         Outcome::Exited(code) => Ok(Exit::Code(code)),
