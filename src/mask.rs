@@ -178,22 +178,22 @@ impl MaskerBuilder {
         use base64::Engine as _;
 
         for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-            for skip in 0..3 {
-                let rest = &value[skip.min(value.len())..];
-                // Whole 3-byte groups encode to characters that depend on
-                // the value alone, wherever it sits in a longer text.
-                let whole = rest.len() / 3 * 3;
-                let mut core = Zeroizing::new(String::new());
-                engine.encode_string(&rest[..whole], &mut core);
-                self.add_form(core.as_bytes());
-                if whole != rest.len() {
-                    // A value at the end of the encoded text (a password in
-                    // a Basic authorization header) also fixes the last
-                    // characters.
-                    let mut to_end = Zeroizing::new(String::new());
-                    engine.encode_string(rest, &mut to_end);
-                    self.add_form(to_end.as_bytes());
-                }
+            // The value can start at any of the three byte positions of a
+            // 3-byte group. Encoding it after that many zero bytes gives
+            // the characters of that alignment; a character is the value's
+            // alone when its 6 bits all fall inside the value.
+            for offset in 0..3 {
+                let mut shifted = Zeroizing::new(vec![0u8; offset]);
+                shifted.extend_from_slice(value);
+                let mut encoded = Zeroizing::new(String::new());
+                engine.encode_string(&shifted[..], &mut encoded);
+                let first = (8 * offset).div_ceil(6);
+                let end = 8 * (offset + value.len()) / 6;
+                self.add_form(&encoded.as_bytes()[first..end]);
+                // A value at the end of the encoded text (a password in a
+                // Basic authorization header) also fixes the last
+                // character, whose spare bits are zero.
+                self.add_form(&encoded.as_bytes()[first..]);
             }
         }
 
