@@ -23,6 +23,7 @@ use nix::sys::signal::{self, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::mask::{MaskStream, Masker};
 use crate::secret::Secret;
+use crate::terminal::{Terminal, Ttys};
 
 /// Signals keyrun passes on to the child once it runs.
 pub const FORWARDED: [Signal; 7] = [
@@ -159,7 +160,7 @@ static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// terminal, to the whole foreground process group.
 const FROM_KERNEL: u8 = 0x80;
 
-extern "C" fn on_signal(
+pub(crate) extern "C" fn on_signal(
     signo: libc::c_int,
     info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
@@ -236,6 +237,10 @@ pub struct Supervisor {
     child: Child,
     signals: OwnedFd,
     outputs: Vec<(OwnedFd, std::os::fd::RawFd)>,
+    terminal: Option<Terminal>,
+    /// Whether keyrun's stdin, read for a child on a pseudo-terminal, is
+    /// still open.
+    stdin_open: bool,
 }
 
 /// Which of the child's output streams keyrun reads through a pipe, to
@@ -244,6 +249,9 @@ pub struct Supervisor {
 pub struct Piped {
     pub stdout: bool,
     pub stderr: bool,
+    /// Run the child on a pseudo-terminal for those of keyrun's streams
+    /// that are terminals.
+    pub terminal: Option<Ttys>,
 }
 
 /// The matcher and the idle delay after which held output is written.
@@ -279,6 +287,14 @@ pub fn spawn(
     if piped.stderr {
         command.stderr(Stdio::piped());
     }
+    let mut terminal = match piped.terminal {
+        Some(ttys) => {
+            let terminal = Terminal::open(ttys)?;
+            terminal.attach(&mut command)?;
+            Some(terminal)
+        }
+        None => None,
+    };
 
     let start = START_STATE.get();
     let mask = start.map(|s| s.mask).unwrap_or_else(SigSet::empty);
@@ -321,6 +337,10 @@ pub fn spawn(
     if let Some(stderr) = child.stderr.take() {
         outputs.push((OwnedFd::from(stderr), libc::STDERR_FILENO));
     }
+    if let Some(terminal) = &mut terminal {
+        outputs.push((terminal.master_clone()?, terminal.output()));
+        terminal.started()?;
+    }
     for (fd, _) in &outputs {
         set_nonblocking(fd)?;
     }
@@ -328,6 +348,8 @@ pub fn spawn(
         child,
         signals,
         outputs,
+        terminal,
+        stdin_open: true,
     }))
 }
 
@@ -370,6 +392,16 @@ impl Supervisor {
             }
 
             let mut fds = vec![PollFd::new(self.signals_fd(), PollFlags::POLLIN)];
+            let reads_input = self
+                .terminal
+                .as_ref()
+                .is_some_and(|t| t.reads_stdin() && self.stdin_open);
+            if reads_input {
+                // SAFETY: keyrun's stdin stays open for its whole life.
+                let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
+                fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+            }
+            let first_output = fds.len();
             let open: Vec<usize> = (0..pumps.len()).filter(|&i| pumps[i].is_open()).collect();
             for &index in &open {
                 if let Some(source) = pumps[index].source() {
@@ -393,12 +425,18 @@ impl Supervisor {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(err) => return Err(err).context("cannot wait for signals"),
             }
-            let ready: Vec<bool> = fds[1..]
+            let input_ready = reads_input && fds[1].revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<bool> = fds[first_output..]
                 .iter()
                 .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
             drop(fds);
 
+            if input_ready {
+                if let Some(terminal) = &self.terminal {
+                    self.stdin_open = terminal.forward_input(pid)?;
+                }
+            }
             for (&index, ready) in open.iter().zip(ready) {
                 if ready {
                     pumps[index].pump()?;
@@ -439,7 +477,15 @@ impl Supervisor {
         if sig == Signal::SIGCHLD {
             return;
         }
-        if byte & FROM_KERNEL != 0 {
+        if let Some(terminal) = &self.terminal {
+            // A child on a pseudo-terminal is in its own session, so the
+            // signals of keyrun's terminal do not reach it by themselves.
+            match sig {
+                Signal::SIGWINCH => return terminal.sync_window_size(),
+                Signal::SIGTSTP => return terminal.suspend(pid),
+                _ => {}
+            }
+        } else if byte & FROM_KERNEL != 0 {
             // The terminal sent it to the whole foreground process group,
             // which the child shares with keyrun: it has its copy already.
             tracing::debug!(signal = %sig, "signal from the terminal reached the child directly");
@@ -503,6 +549,9 @@ impl<'m> Pump<'m> {
                 self.commit(0)?;
                 return Ok(0);
             }
+            // A pseudo-terminal's master reports the end of the child's
+            // side this way.
+            Err(Errno::EIO) => 0,
             Err(err) => {
                 self.commit(0)?;
                 return Err(err).context("cannot read the command's output");

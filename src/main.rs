@@ -23,6 +23,7 @@ mod reference;
 mod run;
 mod secret;
 mod source;
+mod terminal;
 mod trust;
 
 #[cfg(not(test))]

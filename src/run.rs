@@ -339,20 +339,28 @@ fn prepare_masking(
         .mask
         .or(profile.and_then(|p| p.mask))
         .unwrap_or_default();
+    let ttys = crate::terminal::Ttys {
+        stdin: std::io::stdin().is_terminal(),
+        stdout: std::io::stdout().is_terminal(),
+        stderr: std::io::stderr().is_terminal(),
+    };
+    let on_terminal = mode == MaskMode::Always && (ttys.stdout || ttys.stderr);
     let piped = match mode {
         MaskMode::Never => child::Piped::default(),
         MaskMode::Auto | MaskMode::Always => child::Piped {
-            stdout: !std::io::stdout().is_terminal(),
-            stderr: !std::io::stderr().is_terminal(),
+            stdout: !ttys.stdout,
+            stderr: !ttys.stderr,
+            terminal: on_terminal.then_some(ttys),
         },
     };
     tracing::debug!(
         ?mode,
         stdout = piped.stdout,
         stderr = piped.stderr,
+        on_terminal,
         "output masking"
     );
-    if !piped.stdout && !piped.stderr {
+    if !piped.stdout && !piped.stderr && !on_terminal {
         return Ok((piped, None));
     }
 
