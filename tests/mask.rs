@@ -389,3 +389,224 @@ fn ci_mask_false_writes_no_line() {
     assert_not_leaked(&out.stdout, &key, "stdout");
     assert_eq!(stdout(&out), "child\n");
 }
+
+// Pseudo-terminal ------------------------------------------------------
+
+/// keyrun started on a pseudo-terminal the test holds the master side of,
+/// in its own process group so that it can stop and resume as a shell job
+/// does.
+struct OnTerminal {
+    master: std::os::fd::OwnedFd,
+    slave: std::os::fd::OwnedFd,
+    pid: nix::unistd::Pid,
+    output: Vec<u8>,
+}
+
+impl OnTerminal {
+    fn start(mut command: Command) -> OnTerminal {
+        use std::os::unix::process::CommandExt as _;
+
+        let size = nix::pty::Winsize {
+            ws_row: 33,
+            ws_col: 101,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(&size, None).unwrap();
+        let flags = nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
+        command
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave.try_clone().unwrap()))
+            .process_group(0);
+        let child = command.spawn().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // The test reaps keyrun with waitpid, to see it stop.
+        std::mem::forget(child);
+        OnTerminal {
+            master: pty.master,
+            slave: pty.slave,
+            pid,
+            output: Vec::new(),
+        }
+    }
+
+    /// Reads the terminal until its output contains `needle`; panics after
+    /// five seconds.
+    fn read_until(&mut self, needle: &[u8]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while common::memchr_find(&self.output, needle).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {:?}; got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.output)
+            );
+            let mut buffer = [0u8; 4096];
+            match nix::unistd::read(&self.master, &mut buffer) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(count) => self.output.extend_from_slice(&buffer[..count]),
+                Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(10)),
+                Err(err) => panic!("cannot read the terminal: {err}"),
+            }
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        nix::unistd::write(&self.master, bytes).unwrap();
+    }
+
+    fn local_flags(&self) -> nix::sys::termios::LocalFlags {
+        nix::sys::termios::tcgetattr(&self.slave)
+            .unwrap()
+            .local_flags
+    }
+
+    fn wait(&mut self) -> nix::sys::wait::WaitStatus {
+        use nix::sys::wait::{waitpid, WaitPidFlag};
+        let status = waitpid(self.pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
+        // Collect what the child wrote last.
+        let mut buffer = [0u8; 4096];
+        while let Ok(count) = nix::unistd::read(&self.master, &mut buffer) {
+            if count == 0 {
+                break;
+            }
+            self.output.extend_from_slice(&buffer[..count]);
+        }
+        status
+    }
+}
+
+fn exited(pid: nix::unistd::Pid, code: i32) -> nix::sys::wait::WaitStatus {
+    nix::sys::wait::WaitStatus::Exited(pid, code)
+}
+
+#[test]
+fn always_on_terminal_keeps_tty_and_colours() {
+    use nix::sys::termios::LocalFlags;
+
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let command = keyrun_with(
+        &sandbox,
+        &key,
+        &["--mask", "always"],
+        r#"test -t 1 && echo tty=yes; printf '\033[31mred\033[0m\n'; echo "k=$OPENAI_API_KEY"; echo end"#,
+    );
+    let mut terminal = OnTerminal::start(command);
+    let before = terminal.local_flags();
+    terminal.read_until(b"end");
+    let status = terminal.wait();
+
+    assert_eq!(status, exited(terminal.pid, 0));
+    assert_not_leaked(&terminal.output, &key, "the terminal");
+    let text = String::from_utf8_lossy(&terminal.output).into_owned();
+    assert!(text.contains("tty=yes"), "the child saw no TTY: {text:?}");
+    assert!(
+        text.contains("\x1b[31mred\x1b[0m"),
+        "colours lost: {text:?}"
+    );
+    assert!(text.contains("k=***"), "not masked: {text:?}");
+    assert!(before.contains(LocalFlags::ICANON));
+    assert_eq!(terminal.local_flags(), before, "terminal mode not restored");
+}
+
+#[test]
+fn always_on_terminal_passes_input() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let command = keyrun_with(
+        &sandbox,
+        &key,
+        &["--mask", "always"],
+        r#"echo ready; read line; echo "got:$line"; echo "$OPENAI_API_KEY""#,
+    );
+    let mut terminal = OnTerminal::start(command);
+    terminal.read_until(b"ready");
+    terminal.write(b"hello\r");
+    terminal.read_until(b"got:hello");
+    let status = terminal.wait();
+    assert_eq!(status, exited(terminal.pid, 0));
+    assert_not_leaked(&terminal.output, &key, "the terminal");
+    assert!(String::from_utf8_lossy(&terminal.output).contains("***"));
+}
+
+#[test]
+fn always_on_terminal_follows_window_size() {
+    let sandbox = Sandbox::new();
+    let command = keyrun_with(
+        &sandbox,
+        &random_key(),
+        &["--mask", "always"],
+        "stty size; read x; stty size",
+    );
+    let mut terminal = OnTerminal::start(command);
+    terminal.read_until(b"33 101");
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a valid winsize struct.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&terminal.master),
+            libc::TIOCSWINSZ,
+            &size,
+        )
+    };
+    assert_eq!(rc, 0);
+    // keyrun's terminal is not its controlling one here, so the test sends
+    // the SIGWINCH a terminal would.
+    nix::sys::signal::kill(terminal.pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    terminal.write(b"\r");
+    terminal.read_until(b"40 120");
+    assert_eq!(terminal.wait(), exited(terminal.pid, 0));
+}
+
+#[test]
+fn always_on_terminal_ctrl_z_and_continue() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::termios::LocalFlags;
+    use nix::sys::wait::WaitStatus;
+
+    let sandbox = Sandbox::new();
+    let command = keyrun_with(
+        &sandbox,
+        &random_key(),
+        &["--mask", "always"],
+        r#"echo "pid=$$."; read x; echo resumed"#,
+    );
+    let mut terminal = OnTerminal::start(command);
+    terminal.read_until(b".\r\n");
+    let text = String::from_utf8_lossy(&terminal.output).into_owned();
+    let child: u32 = text
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the child's pid");
+
+    terminal.write(b"\x1a");
+    let status = terminal.wait();
+    assert_eq!(status, WaitStatus::Stopped(terminal.pid, Signal::SIGTSTP));
+    let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
+    let state = state.rsplit(')').next().unwrap().split_whitespace().next();
+    assert_eq!(state, Some("T"), "the child is not stopped");
+    assert!(
+        terminal.local_flags().contains(LocalFlags::ICANON),
+        "the terminal mode is not restored while stopped"
+    );
+
+    kill(terminal.pid, Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    terminal.write(b"\r");
+    terminal.read_until(b"resumed");
+    assert_eq!(terminal.wait(), exited(terminal.pid, 0));
+}
