@@ -237,11 +237,11 @@ impl MaskerBuilder {
         }
     }
 
-    /// Adds the digests of one form, unless it is too short or already
-    /// present.
-    fn add_form(&mut self, form: &[u8]) {
+    /// Adds the digests of one form as it is, without encoded forms, unless
+    /// it is too short. Returns whether it was long enough.
+    pub fn add_form(&mut self, form: &[u8]) -> bool {
         if form.len() < MIN_MASKED_LEN {
-            return;
+            return false;
         }
         let masker = &mut self.masker;
         let digest = masker.hmac.digest(form);
@@ -261,7 +261,7 @@ impl MaskerBuilder {
         };
         let group = &mut masker.groups[index];
         if group.digests.contains(&digest) {
-            return;
+            return true;
         }
         group.digests.push(digest);
         group.tags.push(tag);
@@ -270,6 +270,7 @@ impl MaskerBuilder {
         }
         masker.min_len = masker.min_len.min(form.len());
         masker.max_len = masker.max_len.max(form.len());
+        true
     }
 
     /// Returns the matcher, or `None` when no value was long enough to mask.
