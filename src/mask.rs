@@ -3,9 +3,9 @@
 //! # What it matches
 //!
 //! Each injected value is masked together with the forms a program commonly
-//! prints it in: its standard and URL-safe base64 encodings (in each of the
-//! three alignments a value can take inside a longer base64 text), its
-//! percent-encoded form and its JSON-escaped form. A value that is a JSON
+//! prints it in. These are its standard and URL-safe base64 encodings, in
+//! each of the three alignments a value can take inside a longer base64
+//! text, its percent-encoded form and its JSON-escaped form. A value that is a JSON
 //! object or array also has each of its string fields masked on its own. A
 //! value with line breaks (a `raw` PEM key, say) is masked line by line,
 //! because no masked form then contains a line break, and a line break ends
@@ -67,8 +67,9 @@ pub const DEFAULT_REPLACEMENT: &str = "***";
 /// Bits of the rolling hash kept as the prefilter tag.
 const TAG_BITS: u32 = 20;
 
-/// The byte classes a match can contain: 0 = never (a line break), 1 = only
-/// when some form contains whitespace or control bytes, 2 = always.
+/// Returns the class of a byte: 0 for a line break, which no match
+/// contains, 1 for whitespace and control bytes, which a match contains only
+/// when some form does, and 2 for all others.
 fn byte_class(byte: u8) -> u8 {
     match byte {
         b'\n' => 0,
@@ -125,9 +126,12 @@ pub struct Masker {
     groups: Vec<LengthGroup>,
     base: u64,
     hmac: Hmac,
-    /// `byte_class` values a match can contain: 2, or 1 and up when some
-    /// form contains whitespace.
+    /// The lowest `byte_class` a match can contain: 2, or 1 when some form
+    /// contains whitespace or control bytes.
     min_class: u8,
+    /// For each byte value, whether a match can contain it: `min_class`
+    /// applied to every byte, for the scan's inner loop.
+    matchable: [bool; 256],
     min_len: usize,
     max_len: usize,
     replacement: Vec<u8>,
@@ -150,6 +154,7 @@ impl MaskerBuilder {
                 base,
                 hmac: Hmac::new(&key),
                 min_class: 2,
+                matchable: [false; 256],
                 min_len: usize::MAX,
                 max_len: 0,
                 replacement: replacement.to_vec(),
@@ -180,8 +185,8 @@ impl MaskerBuilder {
         for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
             // The value can start at any of the three byte positions of a
             // 3-byte group. Encoding it after that many zero bytes gives
-            // the characters of that alignment; a character is the value's
-            // alone when its 6 bits all fall inside the value.
+            // the characters of that alignment. A character depends on the
+            // value alone when its 6 bits all fall inside the value.
             for offset in 0..3 {
                 let mut shifted = Zeroizing::new(vec![0u8; offset]);
                 shifted.extend_from_slice(value);
@@ -279,6 +284,10 @@ impl MaskerBuilder {
             return None;
         }
         self.masker.groups.sort_by_key(|g| g.len);
+        let min_class = self.masker.min_class;
+        for (byte, matchable) in self.masker.matchable.iter_mut().enumerate() {
+            *matchable = byte_class(byte as u8) >= min_class;
+        }
         Some(self.masker)
     }
 }
@@ -313,7 +322,7 @@ impl Masker {
     }
 
     fn can_match(&self, byte: u8) -> bool {
-        byte_class(byte) >= self.min_class
+        self.matchable[usize::from(byte)]
     }
 
     /// Appends to `spans` every match `[start, end)` inside `run` that ends
