@@ -327,13 +327,15 @@ impl Masker {
 
     /// Appends to `spans` every match `[start, end)` inside `run` that ends
     /// after `scanned`, the part of `run` checked by an earlier call.
+    /// Returns whether it hashed a candidate window with HMAC.
     fn find_in_run(
         &self,
         buffer: &[u8],
         run: std::ops::Range<usize>,
         scanned: usize,
         spans: &mut Vec<(usize, usize)>,
-    ) {
+    ) -> bool {
+        let mut hashed = false;
         for group in &self.groups {
             let len = group.len;
             if run.len() < len {
@@ -347,6 +349,7 @@ impl Masker {
             loop {
                 let end = start + len;
                 if group.tags.contains(&self.tag(hash)) {
+                    hashed = true;
                     let digest = self.hmac.digest(&buffer[start..end]);
                     if group.digests.contains(&digest) {
                         spans.push((start, end));
@@ -362,7 +365,23 @@ impl Masker {
                 start += 1;
             }
         }
+        hashed
     }
+}
+
+/// Bytes of stack below the caller that [`scrub_stack`] overwrites: more
+/// than the search and the SHA-256 it calls use.
+const STACK_SCRUB_BYTES: usize = 16 * 1024;
+
+/// Overwrites the stack below the caller, where SHA-256 left the last
+/// partial block of a hashed window: bytes of the child's output that may
+/// be a value.
+#[inline(never)]
+fn scrub_stack() {
+    let mut area = [0u8; STACK_SCRUB_BYTES];
+    // SAFETY: `area` is a local array of exactly this size.
+    unsafe { std::ptr::write_bytes(area.as_mut_ptr(), 0, area.len()) };
+    std::hint::black_box(&mut area);
 }
 
 /// One output stream through the masker: the bytes held back while a
@@ -452,6 +471,7 @@ impl<'m> MaskStream<'m> {
         let len = buffer.len();
         let scanned = self.scanned;
         let before = self.spans.len();
+        let mut hashed = false;
 
         // A match that ends in the new bytes starts at most one form's
         // length before them.
@@ -465,10 +485,13 @@ impl<'m> MaskStream<'m> {
                 position += 1;
             }
             if position - run_start >= masker.min_len && position > scanned {
-                masker.find_in_run(buffer, run_start..position, scanned, &mut self.spans);
+                hashed |= masker.find_in_run(buffer, run_start..position, scanned, &mut self.spans);
             }
         }
         self.scanned = len;
+        if hashed {
+            scrub_stack();
+        }
 
         if self.spans.len() != before {
             merge_spans(&mut self.spans);

@@ -113,7 +113,7 @@ fn memory_clean_while_masking_encoded_forms() {
     command
         .env("OPENAI_API_KEY", &key)
         .args(["--mask", "auto", "--", "sh", "-c"])
-        .arg(r#"echo "$OPENAI_API_KEY"; echo ready; exec sleep 30"#)
+        .arg(r#"echo "$OPENAI_API_KEY"; printf %s "$OPENAI_API_KEY" | base64 -w0; echo; echo ready; exec sleep 30"#)
         .arg(&marker)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
@@ -121,6 +121,8 @@ fn memory_clean_while_masking_encoded_forms() {
     let mut reader = std::io::BufReader::new(keyrun.stdout.take().unwrap());
     let mut masked = String::new();
     reader.read_line(&mut masked).unwrap();
+    let mut masked_base64 = String::new();
+    reader.read_line(&mut masked_base64).unwrap();
     let mut ready = String::new();
     reader.read_line(&mut ready).unwrap();
 
@@ -132,6 +134,10 @@ fn memory_clean_while_masking_encoded_forms() {
     let _ = keyrun.wait();
 
     assert_eq!(masked, "***\n", "the child's output was not masked");
+    assert!(
+        masked_base64.starts_with("***"),
+        "the base64 form was not masked"
+    );
     assert_eq!(ready, "ready\n");
     assert!(bytes > 100_000, "the scan read only {bytes} bytes");
     assert!(found[1], "the scan did not find the marker it must find");
