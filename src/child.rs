@@ -358,6 +358,11 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).context("cannot read the output pipe's flags")?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
     fcntl(fd, FcntlArg::F_SETFL(flags)).context("cannot make the output pipe non-blocking")?;
+    #[cfg(target_os = "linux")]
+    if let Err(err) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+        // A pseudo-terminal is no pipe, and a lower limit is no error.
+        tracing::debug!("cannot enlarge the output pipe: {err}");
+    }
     Ok(())
 }
 
@@ -380,8 +385,16 @@ impl Supervisor {
         };
         let delay = masking.map_or(Duration::ZERO, |m| m.delay);
 
+        // Set when a SIGCHLD arrives, so the loop asks for the child's status
+        // only then and not once per chunk of output.
+        let mut check_child = true;
         loop {
-            if let Some(status) = self.child.try_wait().context("cannot wait for the child")? {
+            let status = if std::mem::take(&mut check_child) {
+                self.child.try_wait().context("cannot wait for the child")?
+            } else {
+                None
+            };
+            if let Some(status) = status {
                 // NOTE: output that a process the child left behind writes
                 // after this drain is dropped, because waiting for the
                 // pipe to close would hang on a background daemon.
@@ -425,6 +438,7 @@ impl Supervisor {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(err) => return Err(err).context("cannot wait for signals"),
             }
+            let signals_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
             let input_ready = reads_input && fds[1].revents().is_some_and(|r| !r.is_empty());
             let ready: Vec<bool> = fds[first_output..]
                 .iter()
@@ -449,18 +463,30 @@ impl Supervisor {
                 }
             }
 
-            let mut buffer = [0u8; 64];
-            loop {
-                let read = nix::unistd::read(&self.signals, &mut buffer);
-                let count = match read {
-                    Ok(0) | Err(Errno::EAGAIN) => break,
-                    Ok(count) => count,
-                    Err(Errno::EINTR) => continue,
-                    Err(err) => return Err(err).context("cannot read the signal pipe"),
-                };
-                for &byte in &buffer[..count] {
-                    self.forward(pid, byte);
+            if signals_ready {
+                check_child |= self.read_signals(pid)?;
+            }
+        }
+    }
+
+    /// Handles the signals on the signal pipe. Returns whether SIGCHLD was
+    /// among them.
+    fn read_signals(&self, pid: nix::unistd::Pid) -> Result<bool> {
+        let mut buffer = [0u8; 64];
+        let mut child_changed = false;
+        loop {
+            let read = nix::unistd::read(&self.signals, &mut buffer);
+            let count = match read {
+                Ok(0) | Err(Errno::EAGAIN) => return Ok(child_changed),
+                Ok(count) => count,
+                Err(Errno::EINTR) => continue,
+                Err(err) => return Err(err).context("cannot read the signal pipe"),
+            };
+            for &byte in &buffer[..count] {
+                if byte & 0x7f == Signal::SIGCHLD as u8 {
+                    child_changed = true;
                 }
+                self.forward(pid, byte);
             }
         }
     }
@@ -498,9 +524,14 @@ impl Supervisor {
     }
 }
 
-/// Bytes read from a child's output pipe at a time: the default capacity of
-/// a Linux pipe.
-const READ_SIZE: usize = 64 * 1024;
+/// Bytes read from a child's output pipe at a time.
+const READ_SIZE: usize = 256 * 1024;
+
+/// The capacity keyrun asks for on a child's output pipe, so that the child
+/// blocks less often and keyrun reads more per call. Linux caps it at
+/// /proc/sys/fs/pipe-max-size, 1 MiB by default.
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: i32 = 1024 * 1024;
 
 /// One of the child's output streams on its way through the masker to
 /// keyrun's own stdout or stderr.

@@ -476,15 +476,29 @@ impl<'m> MaskStream<'m> {
         // A match that ends in the new bytes starts at most one form's
         // length before them.
         let mut position = scanned.saturating_sub(masker.max_len.saturating_sub(1));
-        while position < len {
-            while position < len && !masker.can_match(buffer[position]) {
-                position += 1;
+        let window = masker.min_len;
+        // Look for runs of at least `window` matchable bytes by testing the
+        // last byte of a window first: in text where spaces come every few
+        // bytes, most bytes are never looked at.
+        while position + window <= len {
+            let last = position + window - 1;
+            if !masker.can_match(buffer[last]) {
+                position = last + 1;
+                continue;
+            }
+            if let Some(gap) = buffer[position..last]
+                .iter()
+                .rposition(|&b| !masker.can_match(b))
+            {
+                position += gap + 1;
+                continue;
             }
             let run_start = position;
+            position = last + 1;
             while position < len && masker.can_match(buffer[position]) {
                 position += 1;
             }
-            if position - run_start >= masker.min_len && position > scanned {
+            if position > scanned {
                 hashed |= masker.find_in_run(buffer, run_start..position, scanned, &mut self.spans);
             }
         }
@@ -528,7 +542,7 @@ impl<'m> MaskStream<'m> {
 
         let len = self.buffer.len();
         self.buffer.copy_within(cut..len, 0);
-        self.buffer[len - cut..].zeroize();
+        wipe(&mut self.buffer[len - cut..]);
         self.buffer.truncate(len - cut);
         self.scanned = self.buffer.len();
         self.spans.retain(|&(start, _)| start >= cut);
@@ -557,6 +571,15 @@ impl<'m> MaskStream<'m> {
         }
         Ok(())
     }
+}
+
+/// Zeroes `bytes`. `zeroize` writes one volatile byte at a time, which
+/// costs more than the rest of the masking, so this uses one `memset`
+/// that `black_box` keeps the optimiser from dropping.
+fn wipe(bytes: &mut [u8]) {
+    // SAFETY: the pointer and length come from a valid mutable slice.
+    unsafe { std::ptr::write_bytes(bytes.as_mut_ptr(), 0, bytes.len()) };
+    std::hint::black_box(bytes);
 }
 
 /// Sorts spans and merges those that overlap or touch.

@@ -596,9 +596,25 @@ fn always_on_terminal_ctrl_z_and_continue() {
     terminal.write(b"\x1a");
     let status = terminal.wait();
     assert_eq!(status, WaitStatus::Stopped(terminal.pid, Signal::SIGTSTP));
-    let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
-    let state = state.rsplit(')').next().unwrap().split_whitespace().next();
-    assert_eq!(state, Some("T"), "the child is not stopped");
+    // SIGSTOP reaches the child asynchronously: give it a moment.
+    let process_state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
+        stat.rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while process_state().as_deref() != Some("T") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        process_state().as_deref(),
+        Some("T"),
+        "the child is not stopped"
+    );
     assert!(
         terminal.local_flags().contains(LocalFlags::ICANON),
         "the terminal mode is not restored while stopped"
