@@ -243,8 +243,8 @@ pub struct Supervisor {
     stdin_open: bool,
 }
 
-/// Which of the child's output streams keyrun reads through a pipe, to
-/// mask them, rather than letting the child inherit them.
+/// The child's output streams that keyrun reads through a pipe, to mask
+/// them, rather than letting the child inherit them.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Piped {
     pub stdout: bool,
@@ -380,7 +380,7 @@ impl Supervisor {
         };
         let delay = masking.map_or(Duration::ZERO, |m| m.delay);
 
-        // Set when a SIGCHLD arrives, so the loop asks for the child's status
+        // Set when a SIGCHLD arrives, so the loop checks the child's status
         // only then and not once per chunk of output.
         let mut check_child = true;
         loop {
@@ -533,7 +533,7 @@ impl Supervisor {
 /// between the child's write and keyrun's read.
 const READ_SIZE: usize = 64 * 1024;
 
-/// The most reads of one stream between two polls.
+/// The maximum number of reads of one stream between two polls.
 const READS_PER_POLL: usize = 8;
 
 /// One of the child's output streams on its way through the masker to
@@ -624,7 +624,7 @@ impl<'m> Pump<'m> {
     }
 
     /// A reader of keyrun's output that went away closes the child's pipe
-    /// too, so the child sees the broken pipe it would see without keyrun.
+    /// too, so the child gets the broken pipe it would get without keyrun.
     fn after_write(&mut self, result: std::io::Result<()>) -> Result<()> {
         match result {
             Ok(()) => Ok(()),

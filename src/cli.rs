@@ -90,11 +90,10 @@ pub struct ChildArgs {
     #[arg(long)]
     pub keep_backend_env: bool,
 
-    /// Mask the injected values in the command's output: auto masks a
-    /// stdout or stderr that is not a terminal, always also runs the
-    /// command on a pseudo-terminal when keyrun's output is a terminal,
-    /// never passes the output through untouched [default: auto, or the
-    /// profile's `mask`].
+    /// When to mask the injected values in the command's output. auto: a
+    /// stdout or stderr that is not a terminal. always: also a terminal, by
+    /// running the command on a pseudo-terminal. never: no masking.
+    /// [default: auto, or the profile's `mask`]
     #[arg(long, value_enum, value_name = "WHEN")]
     pub mask: Option<MaskMode>,
 }

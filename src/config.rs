@@ -58,7 +58,7 @@ pub struct Profile {
     pub unset: Vec<String>,
     pub clean_env: Option<bool>,
     pub keep_backend_env: Option<bool>,
-    /// When to mask the injected values in the child's output.
+    /// The masking mode for the child's output: auto, always or never.
     pub mask: Option<crate::cli::MaskMode>,
     /// The text that replaces a masked value (default `***`).
     pub mask_with: Option<String>,

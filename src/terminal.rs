@@ -22,7 +22,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{self, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 
-/// Which of keyrun's standard descriptors are terminals.
+/// For each of keyrun's standard descriptors, whether it is a terminal.
 #[derive(Debug, Clone, Copy)]
 pub struct Ttys {
     pub stdin: bool,
@@ -116,7 +116,8 @@ impl Terminal {
         self.enter_raw_mode()
     }
 
-    /// A second descriptor for the master side, for the output pump.
+    /// Returns a second descriptor for the master side, for the output
+    /// pump.
     pub fn master_clone(&self) -> Result<OwnedFd> {
         self.master
             .try_clone()
@@ -128,7 +129,7 @@ impl Terminal {
         self.output
     }
 
-    /// Whether keystrokes from keyrun's stdin go to the child.
+    /// Returns whether keystrokes from keyrun's stdin go to the child.
     pub fn reads_stdin(&self) -> bool {
         self.ttys.stdin
     }

@@ -13,7 +13,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use common::{assert_not_leaked, output, random_key, stderr, stdout, Sandbox};
 
-/// A key with characters that base64, percent-encoding and JSON change.
+/// Returns a key with characters that base64, percent-encoding and JSON
+/// change.
 fn awkward_key() -> String {
     format!("{}+/?\"&", random_key())
 }

@@ -65,7 +65,7 @@ fn memory_clean_with_cmd_source() {
     assert_value_absent(command, &key);
 }
 
-/// The forms the masker matches besides the value itself: base64 in both
+/// Returns the forms the masker matches besides the value itself: base64 in both
 /// alphabets and all three alignments, and percent-encoding.
 fn encoded_forms(key: &str) -> Vec<(String, Vec<u8>)> {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
