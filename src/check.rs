@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::age::{self, Status};
 use crate::audit::{self, Auditor};
-use crate::cli::{ApiStyle, AuditArgs, CheckArgs, ResolveArgs};
+use crate::cli::{ApiStyle, AuditArgs, CheckArgs, MaskMode, ResolveArgs};
 use crate::config::{Config, Profile};
 use crate::run::{self, Exit, Injected, Planned};
 use crate::secret::{self, Secret};
@@ -138,7 +138,7 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
         profile: profile.map(|(name, _)| name.to_string()),
         passed: variables.iter().all(|v| v.passed) && !online.as_ref().is_some_and(|o| !o.passed),
         variables,
-        masking: masking_verdict(),
+        masking: masking_verdict(profile.and_then(|(_, p)| p.mask).unwrap_or_default()),
         clean_env: profile.and_then(|(_, p)| p.clean_env).unwrap_or(false),
         withheld: withheld(&injected, &config, profile),
         online,
@@ -232,21 +232,29 @@ fn failed_check(item: &Planned, err: &anyhow::Error) -> VariableCheck {
     }
 }
 
-/// Tells whether masking would apply to a run started from here.
-///
-/// NOTE: this reports the default `--mask auto` rule (mask when stdout or
-/// stderr is not a terminal); it does not read a `--mask` setting yet.
-pub fn masking_verdict() -> Masking {
+/// Tells whether masking would apply to a run started from here with the
+/// profile's `mask` mode.
+pub fn masking_verdict(mode: MaskMode) -> Masking {
     let stdout = std::io::stdout().is_terminal();
     let stderr = std::io::stderr().is_terminal();
-    let (applies, reason) = match (stdout, stderr) {
-        (true, true) => (false, "stdout and stderr are terminals"),
-        (false, true) => (true, "stdout is not a terminal"),
-        (true, false) => (true, "stderr is not a terminal"),
-        (false, false) => (true, "stdout and stderr are not terminals"),
+    let (applies, reason) = match (mode, stdout, stderr) {
+        (MaskMode::Never, _, _) => (false, "masking is turned off"),
+        (MaskMode::Always, true, _) | (MaskMode::Always, _, true) => (
+            true,
+            "the command runs on a pseudo-terminal whose output is masked",
+        ),
+        (_, true, true) => (false, "stdout and stderr are terminals"),
+        (_, false, true) => (true, "stdout is not a terminal"),
+        (_, true, false) => (true, "stderr is not a terminal"),
+        (_, false, false) => (true, "stdout and stderr are not terminals"),
+    };
+    let mode = match mode {
+        MaskMode::Auto => "auto",
+        MaskMode::Always => "always",
+        MaskMode::Never => "never",
     };
     Masking {
-        mode: "auto",
+        mode,
         applies,
         reason,
     }

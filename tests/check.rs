@@ -459,3 +459,24 @@ fn check_records_audit_access() {
     assert_eq!(record["argv0"], "keyrun check");
     assert_not_leaked(text.as_bytes(), &key, "the audit log");
 }
+
+#[test]
+fn check_masking_follows_profile_mode() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "keyrun-config.toml",
+        b"default_profile = \"p\"\n[profiles.p]\nmask = \"never\"\n",
+        0o600,
+    );
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", common::random_key())
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .arg("--json");
+    let out = output(&mut command);
+    let masking = &json_of(&out)["masking"];
+    assert_eq!(masking["mode"], "never");
+    assert_eq!(masking["applies"], false);
+}
