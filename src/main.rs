@@ -17,11 +17,15 @@ mod cli;
 mod config;
 mod envfile;
 mod harden;
+mod init;
 mod logging;
+mod prompt;
 mod reference;
 mod run;
 mod secret;
+mod shell;
 mod source;
+mod store;
 mod trust;
 
 #[cfg(not(test))]
