@@ -108,6 +108,34 @@ impl Tmux {
         PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
     }
 
+    /// The pid of the keyrun process that runs in the pane, found among
+    /// the descendants of the pane's first process.
+    fn keyrun_pid(&self) -> u32 {
+        let output = self
+            .command()
+            .args(["display-message", "-p", "#{pane_pid}"])
+            .output()
+            .unwrap();
+        let mut pending: Vec<u32> = vec![String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("tmux prints the pane's pid")];
+        while let Some(pid) = pending.pop() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "keyrun" {
+                return pid;
+            }
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .map(|p| p.parse::<u32>().unwrap()),
+            );
+        }
+        panic!("no keyrun process runs in the pane");
+    }
+
     /// Waits until the screen contains `needle` and returns the screen.
     fn wait_for(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -291,4 +319,73 @@ fn shell_has_value_and_refuses_nesting() {
         "the shell's status was lost"
     );
     assert_not_leaked(screen.as_bytes(), &key, "the terminal");
+}
+
+#[test]
+fn init_asks_on_terminal() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let script = format!(
+        "'{bin}' init\necho \"init-status=$?\"",
+        bin = keyrun_bin().display()
+    );
+    let tmux = Tmux::start(&sandbox, &script, &[]);
+
+    tmux.wait_for("Choice [1]:");
+    tmux.send_literal("2");
+    tmux.send_key("Enter");
+    tmux.wait_for("Variable name [OPENAI_API_KEY]:");
+    tmux.send_literal("MY_KEY");
+    tmux.send_key("Enter");
+    let screen = tmux.wait_for("init-status=");
+    assert!(screen.contains("init-status=0"), "keyrun init failed");
+
+    let text = std::fs::read_to_string(sandbox.path().join("keyrun.toml")).unwrap();
+    assert!(
+        text.contains("env.OPENAI_API_KEY = \"env:MY_KEY\""),
+        "{text}"
+    );
+    let run = output(
+        sandbox
+            .keyrun()
+            .env("MY_KEY", &key)
+            .arg("--")
+            .args(check_var_command("OPENAI_API_KEY", &key)),
+    );
+    assert_eq!(
+        stdout(&run).trim(),
+        "OPENAI_API_KEY=match",
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[test]
+fn sigterm_at_prompt_restores_terminal() {
+    join_session_keyring();
+    let sandbox = Sandbox::new();
+    let name = entry_name("sigterm");
+    let script = format!(
+        "stty -a > before.txt\n'{bin}' set {name}\necho \"set-status=$?\"\nstty -a > after.txt\necho finished",
+        bin = keyrun_bin().display()
+    );
+    let tmux = Tmux::start(&sandbox, &script, &[]);
+
+    tmux.wait_for("input is hidden");
+    let status = Command::new("kill")
+        .args(["-TERM", &tmux.keyrun_pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let screen = tmux.wait_for("finished");
+
+    // A shell reports a command ended by SIGTERM as 143.
+    assert!(
+        screen.contains("set-status=143"),
+        "keyrun did not end by SIGTERM"
+    );
+    let before = std::fs::read_to_string(sandbox.path().join("before.txt")).unwrap();
+    let after = std::fs::read_to_string(sandbox.path().join("after.txt")).unwrap();
+    assert!(flag_on(&after, "echo"), "echo is off after SIGTERM");
+    assert_eq!(before, after, "the terminal settings changed");
 }
