@@ -1,7 +1,7 @@
 //! `keyrun init`: write a commented `keyrun.toml` in the working folder for
 //! a chosen source, from `--from REF` or from questions on a terminal.
 //!
-//! The file names where a value comes from and never holds a value, so it
+//! The file names where a value comes from and never contains a value, so it
 //! can be committed. keyrun wrote it for this user, so `init` also records
 //! it as trusted and the next `keyrun -- COMMAND` in the folder uses it.
 
@@ -140,9 +140,9 @@ fn ask_line(prompt: &str) -> Result<String> {
     let read = std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .context("cannot read the answer")?;
+        .context("cannot read the reply from the terminal")?;
     if read == 0 {
-        bail!("no answer (end of input); nothing was written");
+        bail!("no reply (end of input); nothing was written");
     }
     Ok(line.trim().to_string())
 }
@@ -155,7 +155,7 @@ fn or_default(answer: String, default: &str) -> String {
     }
 }
 
-/// The file's text: a profile with the one variable, and comments on the
+/// Renders the file: a profile with the one variable, and comments on the
 /// chosen source and on what to do next.
 fn render(profile: &str, var: &str, reference: &Reference) -> String {
     let about = match reference.scheme.as_str() {

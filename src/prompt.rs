@@ -18,10 +18,10 @@ use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termi
 
 use crate::secret::Secret;
 
-/// The most keyrun reads for one value; a key is far shorter.
+/// The maximum length of one value; a key is far shorter.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// How the prompt ended.
+/// The result of a prompt.
 pub enum Input {
     Value(Secret),
     /// The user pressed Ctrl-C.
@@ -48,7 +48,7 @@ fn read_from_pipe() -> Result<Secret> {
         .context("cannot read the value from stdin")?;
     let mut value = Secret::new(bytes);
     if value.len() > MAX_VALUE_BYTES {
-        bail!("stdin holds more than {MAX_VALUE_BYTES} bytes; pipe in the key alone");
+        bail!("stdin contains more than {MAX_VALUE_BYTES} bytes; pipe in the key alone");
     }
     value.strip_final_newline();
     Ok(value)

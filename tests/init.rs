@@ -1,4 +1,4 @@
-//! `keyrun init`: the file it writes parses, is trusted, runs, and holds no
+//! `keyrun init`: the file it writes parses, is trusted, runs, and contains no
 //! value.
 
 mod common;

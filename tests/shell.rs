@@ -1,5 +1,5 @@
-//! `keyrun shell` without a terminal: $SHELL is a script that reports what
-//! it sees, so the profile's name, the nesting check and the exit status
+//! `keyrun shell` without a terminal: $SHELL is a script that prints what
+//! it receives, so the profile's name, the nesting check and the exit status
 //! can be read from its output.
 
 mod common;

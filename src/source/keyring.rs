@@ -3,7 +3,7 @@
 //!
 //! The store is the login Keychain on macOS. On Linux it is the Secret
 //! Service (GNOME Keyring, KWallet) when a D-Bus session bus is present and
-//! the service answers on it, else the kernel's keyutils store: keys in
+//! the service responds on it, else the kernel's keyutils store: keys in
 //! kernel memory, linked to the session keyring and, where the kernel
 //! offers one, to the user's persistent keyring, and gone after a reboot.
 //! `?store=` or `KEYRUN_KEYRING_STORE` picks a store explicitly.
@@ -19,7 +19,7 @@ pub const SERVICE: &str = "keyrun";
 /// The environment variable that picks the store, like `?store=`.
 pub const STORE_ENV: &str = "KEYRUN_KEYRING_STORE";
 
-/// The store a command or reference asks for.
+/// The store a command or reference requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreChoice {
     /// The Keychain on macOS; the Secret Service, else keyutils, on Linux.
@@ -43,7 +43,7 @@ impl StoreChoice {
         }
     }
 
-    /// The choice from `KEYRUN_KEYRING_STORE`, `auto` when it is unset.
+    /// Reads the choice from `KEYRUN_KEYRING_STORE`, `auto` when it is unset.
     pub fn from_env() -> Result<StoreChoice, SourceError> {
         match std::env::var(STORE_ENV) {
             Ok(text) if !text.is_empty() => StoreChoice::parse(&text).ok_or_else(|| {
@@ -74,7 +74,7 @@ impl Store {
         }
     }
 
-    /// How long the store keeps an entry.
+    /// Describes how long the store keeps an entry.
     pub fn lifetime(self) -> &'static str {
         match self {
             Store::Keychain | Store::SecretService => "until you delete it",
@@ -168,9 +168,9 @@ pub fn delete(name: &str, choice: StoreChoice) -> Result<Store, SourceError> {
     with_store(name, choice, |entry| entry.delete_credential()).map(|((), store)| store)
 }
 
-/// Runs `operation` on the entry in the first store that answers. A store
-/// that fails as a platform (no Secret Service on the bus) passes the turn
-/// to the next one; every other answer, "no entry" included, is final.
+/// Runs `operation` on the entry in the first store that responds. A
+/// platform failure (no Secret Service on the bus) moves on to the next
+/// store, but every other result, "no entry" included, is final.
 fn with_store<T>(
     name: &str,
     choice: StoreChoice,
@@ -218,7 +218,7 @@ fn with_store<T>(
     ))
 }
 
-/// The stores to try, in order, for a choice on this platform.
+/// Lists the stores to try, in order, for a choice on this platform.
 fn candidates(choice: StoreChoice) -> Result<Vec<Store>, String> {
     let unsupported = |store: Store| {
         Err(format!(

@@ -5,11 +5,11 @@ use std::process::Command;
 
 /// Makes the calling thread join a new anonymous session keyring, which
 /// the keyrun processes it starts inherit. keyrun's keyutils store needs a
-/// session keyring, and a test process under CI or in a container has
-/// none; a fresh one per test also keeps tests apart.
+/// session keyring, which a test process under CI or in a container lacks.
+/// A fresh one per test also keeps tests apart.
 pub fn join_session_keyring() {
     // From <linux/keyctl.h>: KEYCTL_JOIN_SESSION_KEYRING, and a null name
-    // asks for an anonymous keyring.
+    // requests an anonymous keyring.
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     // SAFETY: the call takes an integer and a null pointer and writes no
     // memory of this process. Session keyrings belong to the calling
@@ -28,7 +28,7 @@ pub fn join_session_keyring() {
     );
 }
 
-/// A unique entry name for one test.
+/// Returns a unique entry name for one test.
 pub fn entry_name(test: &str) -> String {
     format!("KEYRUN_TEST_{test}_{}", &super::random_key()[8..20])
 }
