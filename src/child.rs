@@ -110,6 +110,14 @@ impl ChildEnv {
             .push((OsString::from(name), EnvValue::Secret(value)));
     }
 
+    /// Sets a variable that is not secret, such as `KEYRUN_SHELL`.
+    pub fn set(&mut self, name: &str, value: &OsStr) {
+        self.unset(name);
+        tracing::debug!(var = name, "child environment: set");
+        self.vars
+            .push((OsString::from(name), EnvValue::Plain(value.to_os_string())));
+    }
+
     pub fn unset(&mut self, name: &str) {
         let before = self.vars.len();
         self.vars

@@ -151,6 +151,72 @@ pub enum Subcommands {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Store a value in the OS credential store, for keyring:NAME.
+    #[command(after_help = SET_AFTER_HELP)]
+    Set(SetArgs),
+    /// Delete the entry NAME from the OS credential store.
+    Delete(DeleteArgs),
+    /// Start $SHELL (else /bin/sh) with the values in its environment.
+    Shell(ShellArgs),
+    /// Write a commented keyrun.toml for a chosen source in this folder.
+    Init(InitArgs),
+    /// Print keyrun's man page (roff) to stdout.
+    Man,
+}
+
+const SET_AFTER_HELP: &str = "Examples:
+  keyrun set                          # prompt for OPENAI_API_KEY
+  op read op://dev/openai/key | keyrun set OPENAI_API_KEY
+  keyrun set OPENAI_API_KEY --from file:~/openai.key
+  keyrun --from keyring:OPENAI_API_KEY -- python app.py
+
+The value never goes on the command line, where it would land in the shell's history.";
+
+#[derive(Debug, Args, Clone)]
+pub struct SetArgs {
+    /// The entry's name (the account under service keyrun).
+    #[arg(default_value = "OPENAI_API_KEY")]
+    pub name: String,
+
+    /// Rejected: a value on the command line lands in the shell's history.
+    #[arg(hide = true, num_args = 0..)]
+    pub value: Vec<OsString>,
+
+    /// Store the value as it is, without trimming or checks (PEM keys,
+    /// JSON).
+    #[arg(long)]
+    pub raw: bool,
+
+    /// The credential store to write to.
+    #[arg(long, value_enum, env = "KEYRUN_KEYRING_STORE", default_value = "auto")]
+    pub store: crate::source::keyring::StoreChoice,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DeleteArgs {
+    /// The entry's name (the account under service keyrun).
+    pub name: String,
+
+    /// The credential store to delete from.
+    #[arg(long, value_enum, env = "KEYRUN_KEYRING_STORE", default_value = "auto")]
+    pub store: crate::source::keyring::StoreChoice,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ShellArgs {
+    /// Start a shell even inside another `keyrun shell`.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub child: ChildArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// Replace an existing keyrun.toml.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,12 +17,16 @@ mod cli;
 mod config;
 mod envfile;
 mod harden;
+mod init;
 mod logging;
 mod mask;
+mod prompt;
 mod reference;
 mod run;
 mod secret;
+mod shell;
 mod source;
+mod store;
 mod terminal;
 mod trust;
 

@@ -40,6 +40,19 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }
         Some(Subcommands::Audit { action }) => return audit::command(action, &cli.resolve),
         Some(Subcommands::Check(args)) => return crate::check::check(&cli.resolve, &args),
+        Some(Subcommands::Set(args)) => {
+            return crate::store::set(&args, &cli.resolve, cli.log.quiet)
+        }
+        Some(Subcommands::Delete(args)) => return crate::store::delete(&args, cli.log.quiet),
+        Some(Subcommands::Shell(args)) => {
+            return crate::shell::shell(&args, &cli.resolve, &cli.audit, cli.log.quiet)
+        }
+        Some(Subcommands::Init(args)) => return crate::init::init(&args, &cli.resolve),
+        Some(Subcommands::Man) => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            return Ok(Exit::Code(0));
+        }
         None => {}
     }
 
@@ -415,9 +428,21 @@ fn exec(
     audit_args: &AuditArgs,
     command: &[std::ffi::OsString],
 ) -> Result<Exit> {
+    exec_with(args, child_args, audit_args, command, |_, _| {})
+}
+
+/// Runs `command` like [`exec`], after `adjust` has changed the child's
+/// environment; `adjust` also receives the chosen profile's name.
+pub fn exec_with(
+    args: &ResolveArgs,
+    child_args: &ChildArgs,
+    audit_args: &AuditArgs,
+    command: &[std::ffi::OsString],
+    adjust: impl FnOnce(&mut ChildEnv, Option<&str>),
+) -> Result<Exit> {
     let config = Config::discover(args.config.as_deref())?;
     let mut audit = Auditor::open_for_run(&config, args, audit_args, command)?;
-    let result = exec_audited(args, child_args, command, &config, &mut audit);
+    let result = exec_audited(args, child_args, command, &config, &mut audit, adjust);
     if let Err(err) = &result {
         audit.error(&format!("{err:#}"));
     }
@@ -430,6 +455,7 @@ fn exec_audited(
     command: &[std::ffi::OsString],
     config: &Config,
     audit: &mut Auditor,
+    adjust: impl FnOnce(&mut ChildEnv, Option<&str>),
 ) -> Result<Exit> {
     let profile = choose_profile(args, config)?;
     let planned = plan(args, config, profile)?;
@@ -458,7 +484,8 @@ fn exec_audited(
 
     let (piped, masking) = prepare_masking(&injected, child_args, profile.map(|(_, p)| p))?;
     register_with_ci(&injected, profile.map(|(_, p)| p))?;
-    let env = child_env(&mut injected, child_args, profile.map(|(_, p)| p), config);
+    let mut env = child_env(&mut injected, child_args, profile.map(|(_, p)| p), config);
+    adjust(&mut env, profile.map(|(name, _)| name));
     drop(injected);
     drop(planned);
     // The child's environment is built from copies, so keyrun's original

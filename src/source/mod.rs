@@ -15,6 +15,7 @@ mod azure;
 mod command;
 mod env;
 mod file;
+pub mod keyring;
 
 /// One variable to resolve: the reference and what the source needs to
 /// interpret it.
@@ -138,6 +139,7 @@ pub fn for_scheme(scheme: &str) -> Option<Box<dyn Source>> {
         "cmd" => Some(Box::new(command::CommandSource)),
         "aws-sm" => Some(Box::new(aws::AwsSource)),
         "azure-kv" => Some(Box::new(azure::AzureSource)),
+        "keyring" => Some(Box::new(keyring::KeyringSource)),
         _ => None,
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod http;
 #[cfg(target_os = "linux")]
+pub mod keyutils;
+#[cfg(target_os = "linux")]
 pub mod memory;
 
 use std::ffi::OsStr;
