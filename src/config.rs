@@ -30,6 +30,7 @@ pub struct ConfigFile {
     pub command: Option<Section>,
     pub azure: Option<Section>,
     pub aws: Option<Section>,
+    pub vault: Option<Section>,
     pub audit: Option<AuditSection>,
     /// The key-age limit of every profile and variable that sets none.
     pub max_age: Option<String>,
@@ -71,6 +72,7 @@ pub struct Profile {
     pub command: Option<Section>,
     pub azure: Option<Section>,
     pub aws: Option<Section>,
+    pub vault: Option<Section>,
     pub max_age: Option<String>,
     pub enforce_max_age: Option<bool>,
     /// `openai` or `azure`: the header style of `keyrun check --online`.
@@ -82,11 +84,12 @@ pub struct Profile {
 macro_rules! sections_of {
     ($holder:expr) => {{
         let holder = $holder;
-        let all: [(&'static str, Option<&Section>); 4] = [
+        let all: [(&'static str, Option<&Section>); 5] = [
             ("file", holder.file.as_ref()),
             ("command", holder.command.as_ref()),
             ("azure", holder.azure.as_ref()),
             ("aws", holder.aws.as_ref()),
+            ("vault", holder.vault.as_ref()),
         ];
         all.into_iter()
             .filter_map(|(name, section)| section.map(|s| (name, s)))

@@ -16,6 +16,8 @@ mod command;
 mod env;
 mod file;
 pub mod keyring;
+mod http;
+mod vault;
 
 /// One variable to resolve: the reference and what the source needs to
 /// interpret it.
@@ -140,6 +142,7 @@ pub fn for_scheme(scheme: &str) -> Option<Box<dyn Source>> {
         "aws-sm" => Some(Box::new(aws::AwsSource)),
         "azure-kv" => Some(Box::new(azure::AzureSource)),
         "keyring" => Some(Box::new(keyring::KeyringSource)),
+        "vault" => Some(Box::new(vault::VaultSource)),
         _ => None,
     }
 }
@@ -152,6 +155,7 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
         "command" => command::SETTINGS,
         "aws" => aws::SETTINGS,
         "azure" => azure::SETTINGS,
+        "vault" => vault::SETTINGS,
         _ => &[],
     }
 }

@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use serde::Deserialize;
 
-use super::http::{humanize, Http, Reply};
+use super::http::{humanize, Http, Reply, ADVICE};
 use super::{AuthMethod, ErrorKind, Options, SourceError};
 use crate::reference::Reference;
 use crate::secret::{self, Secret};
@@ -431,6 +431,7 @@ async fn token_endpoint(
                 &request.reference.to_string(),
                 &format!("the token endpoint {url}"),
                 timeout,
+                &ADVICE,
             ))
         })?;
 
@@ -539,7 +540,12 @@ async fn managed_identity(request: &Request<'_>, explicit: bool) -> Result<Token
 
     let peer = format!("the managed identity endpoint {url}");
     let reply = reply.map_err(|err| {
-        Attempt::Failed(err.into_source_error(&request.reference.to_string(), &peer, timeout))
+        Attempt::Failed(err.into_source_error(
+            &request.reference.to_string(),
+            &peer,
+            timeout,
+            &ADVICE,
+        ))
     })?;
     if !reply.status.is_success() {
         let details = TokenError::parse(&reply).describe();

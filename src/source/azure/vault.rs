@@ -7,7 +7,7 @@ use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 
 use super::credential::Token;
-use super::http::{bearer, Http, Reply};
+use super::http::{bearer, Http, Reply, ADVICE};
 use super::{ErrorKind, Options, Resolved, SecretId, SourceError};
 use crate::reference::Reference;
 use crate::secret::Secret;
@@ -110,6 +110,7 @@ pub async fn get_secret(
                 &reference.to_string(),
                 &format!("Key Vault at {}", id.base_url),
                 options.timeout,
+                &ADVICE,
             )
         })?;
     drop(authorization);
