@@ -713,6 +713,42 @@ fn client_cert_needs_its_key() {
 }
 
 #[test]
+fn client_cert_is_presented() {
+    let sandbox = Sandbox::new();
+    let pki = Pki::generate();
+    let ca = pki.write_ca(sandbox.path());
+    let cert = sandbox.write("client.pem", pki.client_cert_pem.as_bytes(), 0o600);
+    let client_key = sandbox.write("client-key.pem", pki.client_key_pem.as_bytes(), 0o600);
+    let key = common::random_key();
+    let behavior = behavior(&key);
+    let token = behavior.token.clone();
+    let vault = FakeVault::start_mutual(&pki, behavior);
+    let command = |with_cert: bool| {
+        let mut command = sandbox.keyrun();
+        command
+            .env("VAULT_ADDR", vault.address())
+            .env("VAULT_CACERT", &ca)
+            .env("VAULT_TOKEN", &token);
+        if with_cert {
+            command
+                .env("VAULT_CLIENT_CERT", &cert)
+                .env("VAULT_CLIENT_KEY", &client_key);
+        }
+        command
+            .args(["--from", "vault:secret/openai#api_key", "--"])
+            .args(check_var_command("OPENAI_API_KEY", &key));
+        command
+    };
+
+    let result = output(&mut command(true));
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(stdout(&result).trim(), "OPENAI_API_KEY=match");
+
+    let result = output(&mut command(false));
+    assert_eq!(result.status.code(), Some(125), "{}", stderr(&result));
+}
+
+#[test]
 fn plain_http_is_loopback_only() {
     let setup = setup();
     let mut command = setup.keyrun_token();

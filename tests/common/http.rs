@@ -16,6 +16,10 @@ use tokio_rustls::rustls;
 /// 127.0.0.1 and localhost.
 pub struct Pki {
     pub ca_pem: String,
+    /// A client certificate and its key, signed by the CA, for mutual TLS.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
     server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     server_key: rustls::pki_types::PrivateKeyDer<'static>,
 }
@@ -44,8 +48,19 @@ impl Pki {
             .push(DnType::CommonName, "127.0.0.1");
         let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
 
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "keyrun test client");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
         Pki {
             ca_pem: ca_cert.pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+            ca_der: ca_cert.der().clone(),
             server_chain: vec![server_cert.der().clone()],
             server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
         }
@@ -64,6 +79,27 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
+            .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// An acceptor that also requires a client certificate signed by the
+    /// CA.
+    pub fn mutual_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())
             .unwrap();
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
@@ -210,9 +246,17 @@ impl LoopbackServer {
         pki: Option<&Pki>,
         handler: impl Fn(&RawRequest) -> Option<Response> + Send + Sync + 'static,
     ) -> LoopbackServer {
+        LoopbackServer::start_with_acceptor(pki.map(Pki::acceptor), handler)
+    }
+
+    /// Starts a server whose TLS setup the caller chose (`None`: plain
+    /// HTTP), such as [`Pki::mutual_acceptor`].
+    pub fn start_with_acceptor(
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&RawRequest) -> Option<Response> + Send + Sync + 'static,
+    ) -> LoopbackServer {
         let handler: Arc<Handler> = Arc::new(handler);
         let log = Arc::new(Mutex::new(Vec::new()));
-        let acceptor = pki.map(Pki::acceptor);
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_log = log.clone();

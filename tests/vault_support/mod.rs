@@ -109,9 +109,19 @@ pub struct FakeVault {
 
 impl FakeVault {
     pub fn start(pki: &Pki, behavior: Behavior) -> FakeVault {
+        FakeVault::start_with(pki.acceptor(), behavior)
+    }
+
+    /// Starts a fake that accepts only clients with a certificate that the
+    /// test CA signed, as Vault does with `tls_require_and_verify_client_cert`.
+    pub fn start_mutual(pki: &Pki, behavior: Behavior) -> FakeVault {
+        FakeVault::start_with(pki.mutual_acceptor(), behavior)
+    }
+
+    fn start_with(acceptor: tokio_rustls::TlsAcceptor, behavior: Behavior) -> FakeVault {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
-        let server = LoopbackServer::start(Some(pki), move |request| {
+        let server = LoopbackServer::start_with_acceptor(Some(acceptor), move |request| {
             handle(&behavior, &shared, request)
         });
         FakeVault { server, state }
