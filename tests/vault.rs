@@ -809,3 +809,30 @@ fn openai_client_lists_models() {
     assert_eq!(models.authorized_requests(), 1);
     setup.assert_clean(&result);
 }
+
+/// Serves the fake Vault over TLS until killed, for benches/vault.sh. It
+/// writes the address, CA, token and AppRole credentials as shell
+/// assignments to `$KEYRUN_BENCH_ENV`.
+#[test]
+#[ignore = "serves until killed; started by benches/vault.sh"]
+fn serve_for_benchmark() {
+    let Some(env_file) = std::env::var_os("KEYRUN_BENCH_ENV") else {
+        panic!("set KEYRUN_BENCH_ENV to the file that receives the server's settings");
+    };
+    let setup = setup();
+    let settings = format!(
+        "VAULT_ADDR='{}'\nVAULT_CACERT='{}'\nVAULT_TOKEN='{}'\nVAULT_ROLE_ID='{}'\n\
+         VAULT_SECRET_ID='{}'\n",
+        setup.vault.address(),
+        setup.ca.display(),
+        setup.token,
+        setup.role_id,
+        setup.secret_id
+    );
+    let partial = PathBuf::from(&env_file).with_extension("partial");
+    std::fs::write(&partial, settings).unwrap();
+    std::fs::rename(&partial, &env_file).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -5,7 +5,7 @@
 //! repeats):
 //!
 //! - `system/internal-ui-mounts`: `GET /v1/sys/internal/ui/mounts/:path`,
-//!   whose `data` holds the mount's `path`, `type` and `options.version`;
+//!   whose `data` contains the mount's `path`, `type` and `options.version`;
 //! - `secret/kv/kv-v1`: `GET /v1/:mount/:path`, the fields in `data`;
 //! - `secret/kv/kv-v2`: `GET /v1/:mount/data/:path?version=N`, with
 //!   `data.data` and `data.metadata` (`created_time`, `deletion_time`,
@@ -65,7 +65,7 @@ pub struct StoredSecret {
     pub versions: Vec<StoredVersion>,
 }
 
-/// How the server answers every request.
+/// How the server responds to every request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Normal,
@@ -131,7 +131,7 @@ impl FakeVault {
         self.server.url(true)
     }
 
-    /// How many requests had a path (after `/v1/`) starting with `prefix`.
+    /// Counts the requests whose path (after `/v1/`) starts with `prefix`.
     pub fn count(&self, prefix: &str) -> usize {
         self.server.count(&format!("/v1/{prefix}"))
     }

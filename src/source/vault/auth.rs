@@ -17,7 +17,7 @@ use super::{AuthMethod, ErrorKind, Options, SourceError};
 use crate::reference::Reference;
 use crate::secret::Secret;
 
-/// Where Kubernetes mounts a pod's service account token.
+/// The service account token file that Kubernetes mounts into a pod.
 const KUBERNETES_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// The largest credential file keyrun reads; a JWT is a few KB.
@@ -203,8 +203,9 @@ fn token_from_environment(reference: &Reference) -> Result<Token, SourceError> {
     ))
 }
 
-/// The JWT for `auth = "jwt"`: from the variable `jwt_env` names, the file
-/// `jwt_file` names, or else GitHub Actions' ID token endpoint.
+/// Reads the JWT for `auth = "jwt"` from the variable that `jwt_env` names
+/// or the file that `jwt_file` names, or else requests it from GitHub
+/// Actions' ID token endpoint.
 async fn jwt_for_ci(
     client: &Client,
     options: &Options,

@@ -28,7 +28,7 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// Where requests go, for URLs and messages.
+/// The Vault address and namespace of a request, for URLs and messages.
 pub struct Peer {
     pub address: String,
     pub namespace: Option<String>,
@@ -77,7 +77,7 @@ impl VaultErrors {
         serde_json::from_slice(&reply.body).unwrap_or_default()
     }
 
-    /// The errors as Vault wrote them, on one line.
+    /// Joins the errors as Vault wrote them onto one line.
     pub fn describe(&self) -> String {
         let text = self
             .errors
@@ -93,8 +93,8 @@ impl VaultErrors {
     }
 
     /// Whether Vault rejected the token itself rather than a policy. Vault's
-    /// errors carry no codes, so this matches the text Vault writes for a
-    /// token it does not know (or no longer knows): "invalid token".
+    /// errors carry no codes, so this matches the text Vault writes for an
+    /// unknown, revoked or expired token: "invalid token".
     pub fn is_invalid_token(&self) -> bool {
         self.errors.iter().any(|e| e.contains("invalid token"))
     }

@@ -6,10 +6,11 @@
 //! needed and tokens and values stay in zeroizing [`Secret`] buffers from
 //! the moment they are parsed.
 //!
-//! A batch costs, per address, namespace and auth setting: one login where
-//! the auth method has one, one `sys/internal/ui/mounts/<path>` lookup per
-//! mount when `kv = "auto"`, one read per distinct secret path and version,
-//! and one `auth/token/revoke-self` for a token obtained by login.
+//! A batch costs one login per address, namespace and auth setting where the
+//! auth method has a login. It adds one `sys/internal/ui/mounts/<path>`
+//! lookup per mount when `kv = "auto"`, one read per distinct secret path
+//! and version, and one `auth/token/revoke-self` for a token obtained by
+//! login.
 
 mod auth;
 mod client;
@@ -90,7 +91,7 @@ impl AuthMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthOptions {
     pub method: AuthMethod,
-    /// Where the auth method is mounted: `auth/<mount>/login`.
+    /// The auth method's mount path, as in `auth/<mount>/login`.
     pub mount: String,
     pub role: Option<String>,
     pub role_id: Option<String>,
@@ -115,7 +116,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// The part of the options that one login serves.
+    /// Returns the part of the options that one login serves.
     fn session_key(&self) -> (String, Option<String>, AuthOptions, Duration) {
         (
             self.address.clone(),
