@@ -15,8 +15,8 @@ mod azure;
 mod command;
 mod env;
 mod file;
-pub mod keyring;
 mod http;
+pub mod keyring;
 mod vault;
 
 /// One variable to resolve: the reference and what the source needs to
