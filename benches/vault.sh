@@ -5,8 +5,9 @@
 #   token:   the mount lookup and the KV v2 read with VAULT_TOKEN
 #   approle: the AppRole login, the read and the token's revocation
 #
-# The server is the ignored test `serve_for_benchmark` in tests/vault.rs,
-# built in release mode and killed on exit. Needs hyperfine and curl.
+# The server is the ignored test `serve_for_benchmark` in tests/vault.rs
+# (the test profile's build), killed on exit. Both sides wait for the same
+# server, so its time narrows the ratio. Needs hyperfine and curl.
 # Usage: benches/vault.sh [extra hyperfine arguments]
 set -eu
 
@@ -22,10 +23,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Other worktrees may share the target folder, and cargo does not copy a
+# fresh build of this one back to target/release, so force a build and copy
+# the binary at once.
+touch src/main.rs
 cargo build --release --quiet
-cargo test --release --quiet --test vault --no-run
+cp "$target/release/keyrun" "$work/keyrun"
+cargo test --quiet --test vault --no-run
 KEYRUN_BENCH_ENV="$work/server.env" \
-    cargo test --release --quiet --test vault -- --ignored --exact serve_for_benchmark \
+    cargo test --quiet --test vault -- --ignored --exact serve_for_benchmark \
     >"$work/server.log" 2>&1 &
 server_pid=$!
 while [ ! -f "$work/server.env" ]; do
@@ -38,7 +44,7 @@ done
 . "$work/server.env"
 export VAULT_ADDR VAULT_CACERT
 
-keyrun="$target/release/keyrun"
+keyrun="$work/keyrun"
 reference='vault:secret/openai#api_key'
 
 # curl reads the token from a header file so it stays out of argv.
@@ -69,4 +75,4 @@ hyperfine -N --warmup 10 --min-runs 100 "$@" \
 hyperfine -N --warmup 10 --min-runs 100 "$@" \
     -n 'curl: login + read + revoke (approle)' "sh $work/curl-approle.sh" \
     -n 'keyrun: login + read + revoke (approle)' \
-    "env VAULT_ROLE_ID=$VAULT_ROLE_ID VAULT_SECRET_ID=$VAULT_SECRET_ID $keyrun --from $reference?kv=2&auth=approle -- true"
+    "env VAULT_ROLE_ID=$VAULT_ROLE_ID VAULT_SECRET_ID=$VAULT_SECRET_ID $keyrun --from vault:secret/openai?kv=2&auth=approle#api_key -- true"
