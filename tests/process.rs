@@ -191,3 +191,200 @@ fn trust_not_shared_by_symlinked_file() {
     assert!(stderr(&out).contains("is not trusted"), "{}", stderr(&out));
     assert!(!marker.exists(), "the cmd: ran through the link");
 }
+
+/// Runs `script` with `sh`, passing the keyrun binary as `$0`, and waits at
+/// most 20 seconds.
+fn run_shell(sandbox: &Sandbox, script: &str) -> (Option<i32>, Duration) {
+    let mut command = sandbox.keyrun();
+    command.env("OPENAI_API_KEY", common::random_key());
+    let program = command.get_program().to_owned();
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", script])
+        .arg(program)
+        .current_dir(sandbox.path())
+        .env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let mut child = shell.spawn().unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn closed_streams_do_not_hang() {
+    let sandbox = Sandbox::new();
+    let done = sandbox.path().join("done");
+    let script = format!(
+        "exec \"$0\" -v -- sh -c 'sleep 1; echo done > {}' >&- 2>&-",
+        done.display()
+    );
+    let (code, elapsed) = run_shell(&sandbox, &script);
+    assert_eq!(code, Some(0), "after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    assert_eq!(std::fs::read_to_string(&done).unwrap(), "done\n");
+}
+
+#[test]
+fn closed_streams_opened_as_null() {
+    let sandbox = Sandbox::new();
+    let seen = sandbox.path().join("seen");
+    // The child reports which of its standard streams are open.
+    let script = format!(
+        "exec \"$0\" -- sh -c 'for fd in 0 1 2; do if [ -e /proc/self/fd/$fd ]; then echo open; else echo closed; fi; done > {}' <&- >&- 2>&-",
+        seen.display()
+    );
+    let (code, _) = run_shell(&sandbox, &script);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "open\nopen\nopen\n"
+    );
+}
+
+/// Returns the write end of a pipe whose read end is closed, so every
+/// write to it fails with EPIPE.
+fn broken_pipe() -> Stdio {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer)
+}
+
+#[test]
+fn broken_stderr_with_logs_runs_child() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", common::random_key())
+        .args(["-v", "--", "sh", "-c", "exit 7"])
+        .stderr(broken_pipe());
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(7), "{status:?}");
+}
+
+#[test]
+fn broken_stderr_on_error_exits_125() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.keyrun();
+    command
+        .args(["--from", "env:KEYRUN_TEST_UNSET", "--", "true"])
+        .stderr(broken_pipe());
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(125), "{status:?}");
+}
+
+#[test]
+fn broken_stderr_on_missing_command() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", common::random_key())
+        .args(["--", "keyrun-test-no-such-command"])
+        .stderr(broken_pipe());
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(127), "{status:?}");
+}
+
+#[test]
+fn completions_to_broken_pipe() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.keyrun();
+    command
+        .args(["completions", "bash"])
+        .stdout(broken_pipe())
+        .stderr(Stdio::piped());
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", out.status);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn realtime_signal_reraised() {
+    let sandbox = Sandbox::new();
+    let number = libc::SIGRTMIN() + 3;
+    let mut command = sandbox.keyrun();
+    command.env("OPENAI_API_KEY", common::random_key()).args([
+        "--",
+        "sh",
+        "-c",
+        &format!("kill -{number} $$"),
+    ]);
+    let out = output(&mut command);
+    assert_eq!(out.status.signal(), Some(number), "{:?}", out.status);
+    assert_eq!(out.status.code(), None);
+}
+
+#[test]
+fn missing_interpreter_named() {
+    let sandbox = Sandbox::new();
+    let script = sandbox.write(
+        "bin/keyrun-test-script",
+        b"#!/nonexistent/interp\necho hi\n",
+        0o755,
+    );
+
+    let mut by_path = sandbox.keyrun();
+    by_path
+        .env("OPENAI_API_KEY", common::random_key())
+        .arg("--")
+        .arg(&script);
+    let out = output(&mut by_path);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("interpreter \"/nonexistent/interp\" was not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("command not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    let path = format!(
+        "{}:{}",
+        sandbox.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut by_name = sandbox.keyrun();
+    by_name
+        .env("OPENAI_API_KEY", common::random_key())
+        .env("PATH", path)
+        .args(["--", "keyrun-test-script"]);
+    let out = output(&mut by_name);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("/nonexistent/interp"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_command_still_not_found() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", common::random_key())
+        .args(["--", "keyrun-test-no-such-command"]);
+    let out = output(&mut command);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("command not found"),
+        "{}",
+        stderr(&out)
+    );
+}
