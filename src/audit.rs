@@ -355,7 +355,7 @@ impl Auditor {
         record.child_pid = Some(child_pid);
         match outcome {
             Outcome::Exited(code) => record.exit_code = Some(*code),
-            Outcome::Signaled(sig) => record.signal = Some(sig.as_str().to_string()),
+            Outcome::Signaled(sig) => record.signal = Some(sig.to_string()),
         }
         record.duration_ms = Some(since.elapsed().as_millis() as u64);
         self.write_after_start(record);

@@ -10,7 +10,9 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
@@ -144,6 +146,16 @@ impl ChildEnv {
 pub enum SpawnError {
     #[error("{program}: command not found; check the name and PATH")]
     NotFound { program: String },
+    #[error(
+        "{program}: its interpreter {interpreter} was not found; check the #! line at the top of {path}"
+    )]
+    InterpreterNotFound {
+        program: String,
+        path: String,
+        /// The `#!` line's program, or a description when the file has no
+        /// such line (a binary whose dynamic loader is missing).
+        interpreter: String,
+    },
     #[error("{program}: cannot execute: {source}")]
     CannotExecute {
         program: String,
@@ -154,10 +166,59 @@ pub enum SpawnError {
 impl SpawnError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            SpawnError::NotFound { .. } => 127,
+            SpawnError::NotFound { .. } | SpawnError::InterpreterNotFound { .. } => 127,
             SpawnError::CannotExecute { .. } => 126,
         }
     }
+}
+
+/// Explains an ENOENT from `exec`: either no file has the program's name,
+/// or the file exists and the kernel did not find its interpreter.
+fn not_found(program: String) -> SpawnError {
+    let Some(path) = locate_program(Path::new(&program)) else {
+        return SpawnError::NotFound { program };
+    };
+    let interpreter = read_interpreter(&path)
+        .map(|name| format!("\"{name}\""))
+        .unwrap_or_else(|| "(the #! line, or the dynamic loader of a binary)".to_string());
+    SpawnError::InterpreterNotFound {
+        program,
+        path: path.display().to_string(),
+        interpreter,
+    }
+}
+
+/// Finds the file `exec` would run: the path itself when it contains a
+/// slash, else the first executable file of that name on PATH.
+fn locate_program(program: &Path) -> Option<PathBuf> {
+    let is_executable_file = |path: &Path| {
+        std::fs::metadata(path)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return is_executable_file(program).then(|| program.to_path_buf());
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|folder| folder.join(program))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+/// Returns the interpreter named on a script's `#!` line, if it has one.
+fn read_interpreter(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let count = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..count].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    let name = text.split_whitespace().next()?;
+    // The name is printed, so keep it to plain characters.
+    Some(
+        name.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
+    )
 }
 
 /// The read end of the pipe the signal handler writes to, and the handler's
@@ -166,6 +227,11 @@ static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 
 /// Marks a byte on the signal pipe: the kernel sent this signal, for the
 /// terminal, to the whole foreground process group.
+// NOTE: a process that signals keyrun's whole group (`kill -TERM -PGID`)
+// reaches the child directly and through keyrun, so the child gets the
+// signal twice. The siginfo of `kill(-pgid)` and `kill(pid)` is the same,
+// and starting the child in a group of its own would stop group-wide
+// SIGSTOP and SIGKILL from reaching it.
 const FROM_KERNEL: u8 = 0x80;
 
 pub(crate) extern "C" fn on_signal(
@@ -216,6 +282,8 @@ fn install_handlers() -> Result<OwnedFd> {
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .context("cannot create the signal pipe")?;
+    let read_end = above_standard_streams(read_end)?;
+    let write_end = above_standard_streams(write_end)?;
     SIGNAL_PIPE_WRITE.store(write_end.as_raw_fd(), Ordering::Relaxed);
     // The handler owns the write end for the rest of the process's life.
     std::mem::forget(write_end);
@@ -237,6 +305,18 @@ fn install_handlers() -> Result<OwnedFd> {
         }
     }
     Ok(read_end)
+}
+
+/// Moves `fd` to a number above 2 when it took a standard stream's, so
+/// keyrun's own log lines never land in the signal pipe.
+fn above_standard_streams(fd: OwnedFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .context("cannot move the signal pipe above the standard streams")?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(moved) })
 }
 
 /// A running child, the signal pipe that reports to keyrun, and the read
@@ -272,7 +352,33 @@ pub struct Masking {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Exited(u8),
-    Signaled(Signal),
+    Signaled(SignalNumber),
+}
+
+/// A signal number as the kernel reports it, real-time signals included,
+/// which nix's `Signal` does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalNumber(pub i32);
+
+impl From<Signal> for SignalNumber {
+    fn from(sig: Signal) -> Self {
+        SignalNumber(sig as i32)
+    }
+}
+
+impl std::fmt::Display for SignalNumber {
+    /// Writes the signal's name: `SIGTERM`, `SIGRTMIN+3`, or `signal N`
+    /// for a number with no name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Ok(sig) = Signal::try_from(self.0) {
+            return f.write_str(sig.as_str());
+        }
+        #[cfg(target_os = "linux")]
+        if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&self.0) {
+            return write!(f, "SIGRTMIN+{}", self.0 - libc::SIGRTMIN());
+        }
+        write!(f, "signal {}", self.0)
+    }
 }
 
 /// Starts `argv` with `env`, the signal mask and dispositions keyrun was
@@ -329,7 +435,7 @@ pub fn spawn(
         Err(err) => {
             let program = program.to_string_lossy().into_owned();
             return Ok(Err(match err.kind() {
-                std::io::ErrorKind::NotFound => SpawnError::NotFound { program },
+                std::io::ErrorKind::NotFound => not_found(program),
                 _ => SpawnError::CannotExecute {
                     program,
                     source: err,
@@ -667,32 +773,35 @@ fn write_all(fd: std::os::fd::RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn outcome_of(status: std::process::ExitStatus) -> Outcome {
-    if let Some(code) = status.code() {
-        return Outcome::Exited(code as u8);
-    }
-    match status.signal().map(Signal::try_from) {
-        Some(Ok(sig)) => Outcome::Signaled(sig),
-        // An unknown signal number: report it as a shell would.
-        _ => Outcome::Exited(128u8.wrapping_add(status.signal().unwrap_or(0) as u8)),
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Outcome::Exited(code as u8),
+        (None, Some(number)) => Outcome::Signaled(SignalNumber(number)),
+        // Neither an exit nor a signal: `wait` reports only those for a
+        // child that ended, so this is unreachable in practice.
+        (None, None) => Outcome::Exited(crate::run::FAILURE),
     }
 }
 
-/// Ends keyrun the way the child ended: by the same signal, so that a
-/// shell sees the same status, or with 128 + N where the signal does not
+/// Ends keyrun the way the child ended: by the same signal number, so that
+/// a shell sees the same status, or with 128 + N where the signal does not
 /// end keyrun.
-pub fn die_by_signal(sig: Signal) -> ! {
-    let default = SigAction::new(
-        SigHandler::SigDfl,
-        signal::SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: installing SIG_DFL runs no code.
-    let _ = unsafe { signal::sigaction(sig, &default) };
-    let mut only = SigSet::empty();
-    only.add(sig);
-    let _ = signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
-    let _ = signal::raise(sig);
+pub fn die_by_signal(sig: SignalNumber) -> ! {
+    // SAFETY: the sigaction and sigset structs are zeroed and then set by
+    // libc's own functions. Installing SIG_DFL and raising a signal run no
+    // Rust code in signal context.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
+        libc::sigaction(sig.0, &default, std::ptr::null_mut());
+
+        let mut only: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut only);
+        libc::sigaddset(&mut only, sig.0);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
+        libc::raise(sig.0);
+    }
     // Still alive: the signal's default action does not terminate (SIGWINCH,
     // SIGCHLD) or it was caught elsewhere.
-    std::process::exit(128 + sig as i32)
+    std::process::exit(128 + sig.0)
 }

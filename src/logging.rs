@@ -39,6 +39,22 @@ where
     }
 }
 
+/// Stderr for log lines, with write errors ignored: a closed or broken
+/// stderr must not stop keyrun, which still has a child to run and wait for.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 pub fn init(args: &LogArgs) {
     let default = match (args.quiet, args.verbose) {
         (true, _) => "keyrun=error",
@@ -53,7 +69,10 @@ pub fn init(args: &LogArgs) {
         .unwrap_or_else(|| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
+        // The fallback report of a failed write would go to stderr too, and
+        // `eprintln!` panics when it fails.
+        .log_internal_errors(false)
         .with_ansi(false)
         .event_format(KeyrunFormat)
         .try_init();

@@ -45,18 +45,66 @@ static ALLOCATOR: harden::ZeroingAllocator = harden::ZeroingAllocator;
 #[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    if !open_standard_streams() {
+        return c_int::from(run::FAILURE);
+    }
     child::capture_start_state();
     harden::protect_process();
+    std::panic::set_hook(Box::new(|info| report_panic(info.location())));
 
-    let code = match cli::Cli::try_parse() {
+    // A panic must not unwind into the C caller. Release builds abort on
+    // panic instead, and `report_panic` exits with 125 there.
+    let code = std::panic::catch_unwind(|| match cli::Cli::try_parse() {
         Ok(cli) => {
             logging::init(&cli.log);
             finish(run::run(cli))
         }
         Err(err) => usage_error(err),
-    };
+    })
+    .unwrap_or(c_int::from(run::FAILURE));
     let _ = std::io::stdout().flush();
     code
+}
+
+/// Opens /dev/null on each of fds 0, 1 and 2 that is closed, so that no
+/// file keyrun opens later (the signal pipe, a configuration file) takes
+/// the number of a standard stream and receives its reads or writes.
+/// Returns false when a closed one cannot be replaced.
+#[cfg(not(test))]
+fn open_standard_streams() -> bool {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+        if !closed {
+            continue;
+        }
+        // SAFETY: open takes a NUL-terminated path. It returns the lowest
+        // free descriptor, which is `fd` because those below it are open.
+        let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if opened != fd {
+            return false;
+        }
+    }
+    true
+}
+
+/// Reports a panic without its message, which could quote a value keyrun
+/// was handling, and gives the location so it can be reported.
+#[cfg(not(test))]
+fn report_panic(location: Option<&std::panic::Location<'_>>) {
+    let location = location
+        .map(|at| format!(" at {}:{}", at.file(), at.line()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "keyrun: error: internal error{location}; please report it"
+    );
+    if cfg!(panic = "abort") {
+        // SAFETY: _exit ends the process at once, which is what abort would
+        // do next, with keyrun's failure status in place of SIGABRT.
+        unsafe { libc::_exit(c_int::from(run::FAILURE)) };
+    }
 }
 
 #[cfg(not(test))]
@@ -73,7 +121,8 @@ fn finish(result: anyhow::Result<run::Exit>) -> c_int {
                 // completions bash | head`): nothing is left to report to.
                 return 0;
             }
-            eprintln!("keyrun: error: {err:#}");
+            // A closed stderr leaves nowhere to report the error to.
+            let _ = writeln!(std::io::stderr(), "keyrun: error: {err:#}");
             c_int::from(run::FAILURE)
         }
     }
@@ -102,7 +151,10 @@ fn usage_error(err: clap::Error) -> c_int {
         }
         ErrorKind::InvalidSubcommand => {
             let _ = err.print();
-            eprintln!("note: keyrun runs a command only after `--`, for example `keyrun -- python app.py`");
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: keyrun runs a command only after `--`, for example `keyrun -- python app.py`"
+            );
             c_int::from(run::FAILURE)
         }
         _ => {

@@ -2,6 +2,7 @@
 //! the child's environment, wipe keyrun's copies, start the child and wait.
 
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
@@ -20,7 +21,7 @@ use crate::source::{self, Context, Request, Resolved, Runtime};
 #[derive(Debug)]
 pub enum Exit {
     Code(u8),
-    Signal(nix::sys::signal::Signal),
+    Signal(child::SignalNumber),
 }
 
 /// The exit status for keyrun's own failures, as `env` and `timeout` use it.
@@ -30,12 +31,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
     match cli.subcommand {
         Some(Subcommands::Trust { file }) => {
             let trusted = crate::trust::trust(&file)?;
-            eprintln!("keyrun: trusted {}", trusted.display());
+            let _ = writeln!(std::io::stderr(), "keyrun: trusted {}", trusted.display());
             return Ok(Exit::Code(0));
         }
         Some(Subcommands::Completions { shell }) => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "keyrun", &mut std::io::stdout());
+            // clap_complete panics when a write fails, so the script goes to
+            // a buffer first and a closed stdout is an error `main` handles.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "keyrun", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .context("cannot write the completion script")?;
             return Ok(Exit::Code(0));
         }
         Some(Subcommands::Audit { action }) => return audit::command(action, &cli.resolve),
@@ -495,7 +502,7 @@ fn exec_audited(
     let supervisor = match child::spawn(command, env, piped)? {
         Ok(supervisor) => supervisor,
         Err(err) => {
-            eprintln!("keyrun: error: {err}");
+            let _ = writeln!(std::io::stderr(), "keyrun: error: {err}");
             audit.error(&err.to_string());
             return Ok(Exit::Code(err.exit_code()));
         }

@@ -41,7 +41,7 @@ pub fn set(args: &SetArgs, resolve: &ResolveArgs, quiet: bool) -> Result<Exit> {
                 }
                 Input::Interrupted => {
                     eprintln!("keyrun: cancelled; nothing was stored");
-                    return Ok(Exit::Signal(Signal::SIGINT));
+                    return Ok(Exit::Signal(Signal::SIGINT.into()));
                 }
             }
         }
