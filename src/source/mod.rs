@@ -156,6 +156,48 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
     }
 }
 
+/// The configuration section whose settings a scheme's references may
+/// also set as options, or `None` for a scheme without settings.
+fn section_of(scheme: &str) -> Option<&'static str> {
+    match scheme {
+        "file" => Some("file"),
+        "cmd" => Some("command"),
+        "aws-sm" => Some("aws"),
+        "azure-kv" => Some("azure"),
+        _ => None,
+    }
+}
+
+/// Rejects a reference option its source does not read, and a `#field` on
+/// a source whose values have no fields, so that a typo such as
+/// `?allow_readabel=true` or `file:/x#api_key` is not silently ignored.
+pub fn check_reference(reference: &Reference) -> Result<(), String> {
+    let scheme = reference.scheme.as_str();
+    if for_scheme(scheme).is_none() {
+        // The run reports the missing source itself.
+        return Ok(());
+    }
+    let known = section_of(scheme).map(section_keys).unwrap_or_default();
+    for (name, _) in &reference.options {
+        if !known.contains(&name.as_str()) {
+            let listed = if known.is_empty() {
+                format!("{scheme}: references take no options")
+            } else {
+                format!("known options: {}", known.join(", "))
+            };
+            return Err(format!(
+                "the {scheme}: reference has the unknown option {name:?}; {listed}"
+            ));
+        }
+    }
+    if reference.field.is_some() && matches!(scheme, "env" | "file" | "cmd") {
+        return Err(format!(
+            "the {scheme}: reference has a #field, but {scheme}: values are the whole text and have no fields; remove the #..."
+        ));
+    }
+    Ok(())
+}
+
 /// The async runtime that network sources share: one current-thread
 /// runtime, so no worker thread keeps a stack with a value on it, created
 /// only when a network source asks for it and dropped before the child
