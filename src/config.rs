@@ -514,7 +514,7 @@ fn lookup<'t>(table: &'t Section, key: &str) -> Option<&'t toml::Value> {
 /// few kilobytes; the cap stops `--config /dev/zero` and the like.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// Why a small file could not be read.
+/// The reason a small file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(transparent)]
@@ -557,7 +557,8 @@ pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, ReadError> 
 
     let (file, _) = open_regular_file(path, max_bytes)?;
     let mut bytes = Vec::new();
-    // One byte past the limit tells a file that grew after the check.
+    // Reading one byte past the limit detects a file that grew after the
+    // check.
     file.take(max_bytes + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max_bytes {
         return Err(ReadError::TooLarge(max_bytes));

@@ -27,13 +27,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most output keyrun reads from a command; a key is far shorter.
 const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
-/// How much of the command's stderr an error shows; keyrun keeps only this
-/// much of it, however much the command writes.
+/// How much of the command's stderr an error shows. keyrun keeps at most
+/// twice this much of it, however much the command writes.
 const STDERR_TAIL_BYTES: usize = 2048;
 
 /// How long keyrun keeps reading after the command itself exited, for
-/// output still in flight. A process it started that still holds the
-/// output pipes after this is killed with the command's process group.
+/// output still in flight. A process it started that still keeps the
+/// output pipes open after this is killed with the command's process group.
 const EXIT_GRACE: Duration = Duration::from_millis(200);
 
 /// How often keyrun checks whether the command exited while its pipes are
@@ -126,7 +126,7 @@ fn redact_word(word: &str) -> Option<String> {
 }
 
 /// The process group of the running fetch command, or 0, for the signal
-/// handler that kills it when keyrun itself is told to stop.
+/// handler that kills it when keyrun receives a signal to stop.
 static FETCH_GROUP: AtomicI32 = AtomicI32::new(0);
 
 /// The terminal whose foreground group is the fetch command's, or -1.
@@ -142,7 +142,7 @@ const ENDING_SIGNALS: [Signal; 4] = [
 ];
 
 extern "C" fn end_fetch(sig: libc::c_int) {
-    // Only async-signal-safe calls: kill, tcsetpgrp, getpgrp, sigaction,
+    // Only async-signal-safe calls: kill, tcsetpgrp, getpgrp, signal and
     // raise.
     let group = FETCH_GROUP.load(Ordering::SeqCst);
     if group > 0 {
@@ -163,10 +163,9 @@ extern "C" fn end_fetch(sig: libc::c_int) {
     }
 }
 
-/// While a fetch command runs: its process group, the terminal it was
-/// given, and the signal actions to restore. Dropping it kills what is left
-/// of the group when asked, gives the terminal back and restores the
-/// actions.
+/// The state of a running fetch command: its process group, the terminal
+/// it was given, and the signal actions to restore. Dropping it gives the
+/// terminal back to keyrun and restores the actions.
 struct FetchGuard {
     group: Pid,
     tty: Option<OwnedFd>,
@@ -237,8 +236,8 @@ impl Drop for FetchGuard {
     }
 }
 
-/// The controlling terminal, when keyrun's process group is in its
-/// foreground: the command then gets the foreground, so that it can prompt
+/// Opens the controlling terminal when keyrun's process group is in its
+/// foreground. The command then gets the foreground, so that it can prompt
 /// on /dev/tty (gpg's pinentry, `op`) from its own process group.
 fn foreground_tty() -> Option<OwnedFd> {
     let tty = std::fs::OpenOptions::new()
@@ -251,12 +250,12 @@ fn foreground_tty() -> Option<OwnedFd> {
     (foreground == nix::unistd::getpgrp()).then_some(fd)
 }
 
-/// How the output collection ended.
+/// The reason output collection ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Collected {
     /// Both pipes closed.
     Closed,
-    /// The command exited, but something it started still holds a pipe.
+    /// The command exited, but something it started still keeps a pipe open.
     HeldOpen,
     /// The deadline passed.
     TimedOut,
@@ -284,7 +283,7 @@ fn run(request: &Request, shown: &str, timeout: Duration) -> Result<Resolved, So
         .unwrap_or_else(|| Instant::now() + crate::config::MAX_TIMEOUT);
 
     // On a terminal the command's stderr goes straight through, so that a
-    // prompt such as `Passphrase:` shows; otherwise keyrun keeps its tail
+    // prompt such as `Passphrase:` shows. Otherwise keyrun keeps its tail
     // for the error message.
     let live_stderr = std::io::stderr().is_terminal();
     let tty = foreground_tty();
