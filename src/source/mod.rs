@@ -156,14 +156,16 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
     }
 }
 
-/// The configuration section whose settings a scheme's references may
-/// also set as options, or `None` for a scheme without settings.
-fn section_of(scheme: &str) -> Option<&'static str> {
+/// The options a scheme's references take: the keys of its configuration
+/// section, or its own list. `None` leaves the check to the source.
+fn reference_options(scheme: &str) -> Option<&'static [&'static str]> {
     match scheme {
-        "file" => Some("file"),
-        "cmd" => Some("command"),
-        "aws-sm" => Some("aws"),
-        "azure-kv" => Some("azure"),
+        "env" => Some(&[]),
+        "file" => Some(section_keys("file")),
+        "cmd" => Some(section_keys("command")),
+        "aws-sm" => Some(section_keys("aws")),
+        "azure-kv" => Some(section_keys("azure")),
+        "keyring" => Some(&["store"]),
         _ => None,
     }
 }
@@ -177,7 +179,9 @@ pub fn check_reference(reference: &Reference) -> Result<(), String> {
         // The run reports the missing source itself.
         return Ok(());
     }
-    let known = section_of(scheme).map(section_keys).unwrap_or_default();
+    let Some(known) = reference_options(scheme) else {
+        return Ok(());
+    };
     for (name, _) in &reference.options {
         if !known.contains(&name.as_str()) {
             let listed = if known.is_empty() {
@@ -190,7 +194,7 @@ pub fn check_reference(reference: &Reference) -> Result<(), String> {
             ));
         }
     }
-    if reference.field.is_some() && matches!(scheme, "env" | "file" | "cmd") {
+    if reference.field.is_some() && matches!(scheme, "env" | "file" | "cmd" | "keyring") {
         return Err(format!(
             "the {scheme}: reference has a #field, but {scheme}: values are the whole text and have no fields; remove the #..."
         ));
