@@ -26,10 +26,10 @@ pub struct Reference {
     pub text: String,
 }
 
-/// Why a reference is invalid. No variant carries the reference's text,
-/// because an invalid reference is often a value pasted in its place (a key,
-/// or a URL with a password): messages name where it was written and, when
-/// it looks like one, its scheme.
+/// The reason a reference is invalid. No variant carries the reference's
+/// text, because an invalid reference is often a value pasted in its place
+/// (a key, or a URL with a password). Messages name where it was written
+/// and, when it looks like one, its scheme.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
     #[error("the reference has no scheme; write SCHEME:REST, for example env:OPENAI_API_KEY or file:~/.config/keyrun/openai.key (a value written in place of a reference is not shown)")]
@@ -68,7 +68,8 @@ fn scheme_shape(text: &str) -> Option<String> {
     shaped.then(|| text.to_string())
 }
 
-/// Whether an option name may appear in a message: a short identifier.
+/// Tells whether an option name may appear in a message: a short
+/// identifier.
 fn is_option_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32

@@ -156,8 +156,9 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
     }
 }
 
-/// The options a scheme's references take: the keys of its configuration
-/// section, or its own list. `None` leaves the check to the source.
+/// Returns the options a scheme's references take: the keys of its
+/// configuration section, or its own list. `None` leaves the check to the
+/// source.
 fn reference_options(scheme: &str) -> Option<&'static [&'static str]> {
     match scheme {
         "env" => Some(&[]),
