@@ -194,7 +194,7 @@ impl Config {
             return Ok(Config::default());
         };
 
-        let text = std::fs::read_to_string(&path).with_context(|| {
+        let text = read_text_file(&path, MAX_CONFIG_BYTES).with_context(|| {
             format!(
                 "cannot read the configuration file {}; check the path given to --config or KEYRUN_CONFIG",
                 path.display()
@@ -210,13 +210,8 @@ impl Config {
     }
 
     pub fn parse(text: String, path: PathBuf) -> Result<Config> {
-        let file: ConfigFile = toml::from_str(&text).map_err(|err| {
-            anyhow::anyhow!(
-                "invalid configuration file {}: {}",
-                path.display(),
-                err.to_string().trim_end()
-            )
-        })?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("{}", describe_toml_error(&path, &text, &err)))?;
         let config = Config {
             file,
             path: Some(path),
@@ -233,8 +228,14 @@ impl Config {
         for (name, profile) in &self.file.profiles {
             self.validate_sections(&profile.sections(), &format!("profiles.{name}."))?;
             for (var, variable) in &profile.env {
-                Reference::parse(&variable.from).map_err(|err| {
+                let reference = Reference::parse(&variable.from).map_err(|err| {
                     anyhow::anyhow!("{}: profiles.{name}.env.{var}: {err}", self.describe_path())
+                })?;
+                source::check_reference(&reference).map_err(|message| {
+                    anyhow::anyhow!(
+                        "{}: profiles.{name}.env.{var}: {message}",
+                        self.describe_path()
+                    )
                 })?;
             }
             if let Some(delay) = &profile.mask_delay {
@@ -472,21 +473,28 @@ impl<'a> Settings<'a> {
         Ok(None)
     }
 
+    /// Reads a timeout: a duration string such as `"30s"` or a whole number
+    /// of seconds, from 1ms to one day.
     pub fn duration(&self, key: &str) -> Result<Option<Duration>> {
         if let Some(value) = self.reference.option(key) {
-            return parse_duration(value)
+            return parse_timeout(value)
                 .map(Some)
                 .with_context(|| format!("reference {}: option {key}", self.reference));
         }
         for (table, origin) in &self.layers {
             if let Some(value) = lookup(table, key) {
                 return match value {
-                    toml::Value::String(text) => parse_duration(text)
+                    toml::Value::String(text) => parse_timeout(text)
                         .map(Some)
                         .with_context(|| format!("{origin} {key}")),
                     toml::Value::Integer(secs) if *secs > 0 => {
-                        Ok(Some(Duration::from_secs(*secs as u64)))
+                        check_timeout(Duration::from_secs(*secs as u64))
+                            .map(Some)
+                            .with_context(|| format!("{origin} {key} = {secs}"))
                     }
+                    toml::Value::Integer(secs) => bail!(
+                        "{origin} {key} = {secs} is invalid; a timeout must be at least 1ms, for example \"30s\""
+                    ),
                     other => bail!(
                         "{origin} {key} must be a duration such as \"30s\", not {}",
                         other.type_str()
@@ -505,9 +513,138 @@ fn lookup<'t>(table: &'t Section, key: &str) -> Option<&'t toml::Value> {
         .map(|(_, value)| value.get_ref())
 }
 
+/// The largest configuration or env file keyrun reads. Real ones are a
+/// few kilobytes; the cap stops `--config /dev/zero` and the like.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The reason a small file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("it is not a regular file (a FIFO, device or directory cannot be read safely); name a regular file")]
+    NotRegular,
+    #[error("it is larger than the {0}-byte limit; check the path")]
+    TooLarge(u64),
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+}
+
+/// Opens `path` without blocking (a FIFO would otherwise wait for a
+/// writer), checks that the open file is a regular file of at most
+/// `max_bytes`, and returns it with its metadata.
+pub fn open_regular_file(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<(std::fs::File, std::fs::Metadata), ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if metadata.len() > max_bytes {
+        return Err(ReadError::TooLarge(max_bytes));
+    }
+    Ok((file, metadata))
+}
+
+/// Reads a regular UTF-8 file of at most `max_bytes`; see
+/// [`open_regular_file`].
+pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, ReadError> {
+    use std::io::Read;
+
+    let (file, _) = open_regular_file(path, max_bytes)?;
+    let mut bytes = Vec::new();
+    // Reading one byte past the limit detects a file that grew after the
+    // check.
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge(max_bytes));
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
+}
+
+/// Describes a TOML error by file, line, column and kind. The toml crate's
+/// own text quotes the offending line, and serde's quotes an unexpected
+/// string, either of which can be a key pasted into the wrong file, so
+/// neither appears.
+fn describe_toml_error(path: &Path, text: &str, err: &toml::de::Error) -> String {
+    let position = match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(", line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    format!(
+        "invalid configuration file {}{position}: {}; fix the TOML there (the line is not shown, since it may contain a secret)",
+        path.display(),
+        scrub_toml_message(err.message())
+    )
+}
+
+/// Keeps the kind of a TOML or serde error message and drops any quoted
+/// text in it: `"..."` strings always, and `` `...` `` names longer than a
+/// key name usually is.
+fn scrub_toml_message(message: &str) -> String {
+    let message = message.lines().next().unwrap_or("").trim();
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(['"', '`']) {
+        let quote = rest[at..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let Some(end) = after.find(quote) else {
+            out.push_str(&format!("{quote}...{quote}"));
+            rest = "";
+            break;
+        };
+        let quoted = &after[..end];
+        if quote == '`' && quoted.chars().count() <= 32 && !quoted.contains('"') {
+            out.push('`');
+            out.push_str(quoted);
+            out.push('`');
+        } else {
+            out.push_str(&format!("{quote}...{quote}"));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The longest duration keyrun accepts. A timeout of more than a day is a
+/// mistake, and the cap keeps `Instant + duration` from overflowing; a key
+/// age of more than ten years is one too.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 86400);
+
+/// The longest fetch timeout keyrun accepts.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86400);
+
+/// The shortest duration keyrun accepts; anything shorter is a typo.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
 /// Parses a duration such as `500ms`, `30s`, `5m`, `90d` or a bare number of
 /// seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
+    parse_bounded(text, MAX_DURATION, "3660d")
+}
+
+/// Parses a timeout: a duration of at most a day.
+pub fn parse_timeout(text: &str) -> Result<Duration> {
+    parse_bounded(text, MAX_TIMEOUT, "1d (86400s); a fetch that slow is stuck")
+}
+
+/// Parses a duration from 1ms to `max`; `max_text` names the maximum in
+/// the error.
+fn parse_bounded(text: &str, max: Duration, max_text: &str) -> Result<Duration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -524,10 +661,25 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         "d" => number * 86400.0,
         other => bail!("invalid duration {text:?}: unknown unit {other:?}; use ms, s, m, h or d"),
     };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        bail!("invalid duration {text:?}: it must be greater than zero");
+    // Compared as f64 first, so a huge number never reaches the Duration
+    // constructor, which panics on overflow.
+    if !seconds.is_finite() || seconds > max.as_secs_f64() {
+        bail!("invalid duration {text:?}: it is longer than the maximum of {max_text}");
     }
-    Ok(Duration::from_secs_f64(seconds))
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| {
+        anyhow::anyhow!("invalid duration {text:?}; write a number and a unit, for example 30s")
+    })?;
+    if duration < MIN_DURATION {
+        bail!("invalid duration {text:?}: it must be at least 1ms");
+    }
+    Ok(duration)
+}
+
+fn check_timeout(duration: Duration) -> Result<Duration> {
+    if duration > MAX_TIMEOUT {
+        bail!("it is longer than the maximum of 1d (86400s); a fetch that slow is stuck");
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -632,5 +784,31 @@ unset = ["SOME_TOKEN"]
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("0.0000000001s").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_timeout("2d").is_err());
+        assert_eq!(parse_timeout("1d").unwrap(), Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn azure_timeout_goes_through_the_cap() {
+        let config = parse("[azure]\ntimeout = 9223372036854775807\n").unwrap();
+        let plain = Reference::parse("azure-kv:vault/name").unwrap();
+        let settings = Settings::new(&config, None, "azure", &plain);
+        let err = settings.duration("timeout").unwrap_err();
+        assert!(format!("{err:#}").contains("[azure] timeout"), "{err:#}");
+        let option = Reference::parse("azure-kv:vault/name?timeout=99999999999999999999s").unwrap();
+        let settings = Settings::new(&config, None, "azure", &option);
+        assert!(settings.duration("timeout").is_err());
+    }
+
+    #[test]
+    fn toml_error_hides_the_line() {
+        let err =
+            parse("[profiles.dev]\nenv.A = { from = \"file:/x\", raw = \"sk-hidden-value\" }\n")
+                .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(!text.contains("sk-hidden-value"), "{text}");
+        assert!(text.contains("line 2, column"), "{text}");
     }
 }

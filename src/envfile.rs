@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::config::{read_text_file, MAX_CONFIG_BYTES};
+
 /// One `NAME=REF` entry and the line it came from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -14,18 +16,31 @@ pub struct Entry {
 }
 
 pub fn read(path: &Path) -> Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+    let text = read_text_file(path, MAX_CONFIG_BYTES).with_context(|| {
         format!(
             "cannot read the env file {}; check the path given to --env-file",
             path.display()
         )
     })?;
-    parse(&text).with_context(|| format!("invalid env file {}", path.display()))
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            tracing::warn!(
+                "{}: ignored the UTF-8 byte order mark at the start; save the file without it to silence this",
+                path.display()
+            );
+            rest
+        }
+        None => &text,
+    };
+    parse(text).with_context(|| format!("invalid env file {}", path.display()))
 }
 
 /// Parses `NAME=REF` lines. Blank lines and `#` comments are skipped, an
-/// `export ` prefix is allowed, and a value may be wrapped in single or
-/// double quotes; an unquoted value ends at ` #`.
+/// `export` prefix is allowed, and a value may be wrapped in single quotes
+/// (taken as written) or double quotes (where `\"` and `\\` are escapes);
+/// an unquoted value ends at ` #`. Messages name the line and variable but
+/// never quote the line, which may hold a value pasted in place of a
+/// reference.
 pub fn parse(text: &str) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for (index, raw_line) in text.lines().enumerate() {
@@ -34,16 +49,16 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line
-            .strip_prefix("export ")
-            .map(str::trim_start)
-            .unwrap_or(line);
+        let line = match line.strip_prefix("export") {
+            Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start(),
+            _ => line,
+        };
         let Some((name, value)) = line.split_once('=') else {
             bail!("line {line_number}: expected NAME=REF, found no `=`");
         };
         let name = name.trim();
         if !is_variable_name(name) {
-            bail!("line {line_number}: {name:?} is not a valid variable name (letters, digits and _, not starting with a digit)");
+            bail!("line {line_number}: the variable name is invalid; use letters, digits and _, not starting with a digit");
         }
         let value = unquote(value.trim()).with_context(|| format!("line {line_number}: {name}"))?;
         if value.is_empty() {
@@ -59,23 +74,48 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
 }
 
 fn unquote(value: &str) -> Result<String> {
-    for quote in ['"', '\''] {
-        if let Some(inner) = value.strip_prefix(quote) {
-            let Some(end) = inner.rfind(quote) else {
-                bail!("the quote {quote} is not closed");
-            };
-            let after = inner[end + 1..].trim();
-            if !after.is_empty() && !after.starts_with('#') {
-                bail!("unexpected text after the closing quote");
+    if let Some(inner) = value.strip_prefix('\'') {
+        let Some(end) = inner.find('\'') else {
+            bail!("the quote ' is not closed");
+        };
+        check_after_quote(&inner[end + 1..])?;
+        return Ok(inner[..end].to_string());
+    }
+    if let Some(inner) = value.strip_prefix('"') {
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '"' => {
+                    check_after_quote(&inner[at + 1..])?;
+                    return Ok(out);
+                }
+                '\\' => match chars.next() {
+                    Some((_, escaped @ ('"' | '\\'))) => out.push(escaped),
+                    Some((_, other)) => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                    None => break,
+                },
+                other => out.push(other),
             }
-            return Ok(inner[..end].to_string());
         }
+        bail!("the quote \" is not closed");
     }
     let value = match value.find(" #") {
         Some(at) => &value[..at],
         None => value,
     };
     Ok(value.trim_end().to_string())
+}
+
+fn check_after_quote(after: &str) -> Result<()> {
+    let after = after.trim();
+    if !after.is_empty() && !after.starts_with('#') {
+        bail!("unexpected text after the closing quote; quote the whole reference once");
+    }
+    Ok(())
 }
 
 pub fn is_variable_name(name: &str) -> bool {
@@ -122,5 +162,26 @@ mod tests {
         assert!(parse("A B=env:A\n").is_err());
         assert!(parse("A=\n").is_err());
         assert!(parse("A=\"env:A\n").is_err());
+    }
+
+    #[test]
+    fn export_with_tab_and_escapes() {
+        let entries = parse("export\tA=env:A\nB=\"file:/a\\\"b\"\nexported=env:C\n").unwrap();
+        assert_eq!(entries[0].name, "A");
+        assert_eq!(entries[1].reference, "file:/a\"b");
+        assert_eq!(entries[2].name, "exported");
+    }
+
+    #[test]
+    fn rejects_text_after_closing_quote() {
+        assert!(parse("A=\"env:FOO\" \"x\"\n").is_err());
+        assert!(parse("A='env:FOO' 'x'\n").is_err());
+        assert!(parse("A=\"env:FOO\" # note\n").is_ok());
+    }
+
+    #[test]
+    fn errors_do_not_quote_the_line() {
+        let err = parse("sk-test hunter2pw=env:A\n").unwrap_err();
+        assert!(!format!("{err:#}").contains("hunter2pw"), "{err:#}");
     }
 }

@@ -26,37 +26,71 @@ pub struct Reference {
     pub text: String,
 }
 
+/// The reason a reference is invalid. No variant carries the reference's
+/// text, because an invalid reference is often a value pasted in its place
+/// (a key, or a URL with a password). Messages name where it was written
+/// and, when it looks like one, its scheme.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
-    #[error("reference {0:?} has no scheme; write SCHEME:REST, for example env:OPENAI_API_KEY or file:~/.config/keyrun/openai.key")]
-    NoScheme(String),
-    #[error("reference {text:?} has the unknown scheme {scheme:?}; known schemes: {}", SCHEMES.join(", "))]
-    UnknownScheme { text: String, scheme: String },
-    #[error("reference {0:?} names nothing after the scheme")]
+    #[error("the reference has no scheme; write SCHEME:REST, for example env:OPENAI_API_KEY or file:~/.config/keyrun/openai.key (a value written in place of a reference is not shown)")]
+    NoScheme,
+    #[error("the reference has {}; known schemes: {}", describe_scheme(.0), SCHEMES.join(", "))]
+    UnknownScheme(Option<String>),
+    #[error("the {0}: reference names nothing after the scheme")]
     EmptyRest(String),
-    #[error("reference {text:?} has an invalid option {option:?}; write options as ?name=value&name=value")]
-    BadOption { text: String, option: String },
-    #[error("reference {text:?} repeats the option {name:?}")]
-    RepeatedOption { text: String, name: String },
-    #[error("reference {text:?} is not valid percent-encoded UTF-8 in {part}")]
-    BadEncoding { text: String, part: &'static str },
+    #[error("the {scheme}: reference has an invalid option (option {position}); write options as ?name=value&name=value")]
+    BadOption { scheme: String, position: usize },
+    #[error("the {scheme}: reference repeats the option {name}")]
+    RepeatedOption { scheme: String, name: String },
+    #[error("the {scheme}: reference is not valid percent-encoded UTF-8 in {part}")]
+    BadEncoding { scheme: String, part: &'static str },
+}
+
+fn describe_scheme(scheme: &Option<String>) -> String {
+    match scheme {
+        Some(name) => format!("the unknown scheme {name:?}"),
+        None => "an invalid scheme (not shown, since it may be part of a value)".to_string(),
+    }
+}
+
+/// The text before `:` when it has the shape of a scheme (a short run of
+/// lowercase letters, digits, `+`, `-` and `.`, and not an OpenAI key
+/// prefix), so that a message may show it without showing a value that
+/// merely contains a colon.
+fn scheme_shape(text: &str) -> Option<String> {
+    let shaped = !text.is_empty()
+        && text.len() <= 12
+        && !text.starts_with("sk-")
+        && text.starts_with(|c: char| c.is_ascii_lowercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    shaped.then(|| text.to_string())
+}
+
+/// Tells whether an option name may appear in a message: a short
+/// identifier.
+fn is_option_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
         let Some((scheme, after)) = text.split_once(':') else {
-            return Err(ReferenceError::NoScheme(text.to_string()));
+            return Err(ReferenceError::NoScheme);
         };
         if !SCHEMES.contains(&scheme) {
-            return Err(ReferenceError::UnknownScheme {
-                text: text.to_string(),
-                scheme: scheme.to_string(),
-            });
+            return Err(ReferenceError::UnknownScheme(scheme_shape(scheme)));
         }
+        let empty_rest = || ReferenceError::EmptyRest(scheme.to_string());
 
         if scheme == "cmd" {
             if after.trim().is_empty() {
-                return Err(ReferenceError::EmptyRest(text.to_string()));
+                return Err(empty_rest());
             }
             return Ok(Reference {
                 scheme: scheme.to_string(),
@@ -68,43 +102,39 @@ impl Reference {
         }
 
         let (before_field, field) = match after.split_once('#') {
-            Some((head, field)) => (head, Some(decode(text, field, "the field")?)),
+            Some((head, field)) => (head, Some(decode(scheme, field, "the field")?)),
             None => (after, None),
         };
         let (rest, query) = match before_field.split_once('?') {
             Some((rest, query)) => (rest, Some(query)),
             None => (before_field, None),
         };
-        let rest = decode(text, rest, "the name")?;
+        let rest = decode(scheme, rest, "the name")?;
         if rest.is_empty() {
-            return Err(ReferenceError::EmptyRest(text.to_string()));
+            return Err(empty_rest());
         }
 
         let mut options: Vec<(String, String)> = Vec::new();
-        for pair in query.into_iter().flat_map(|q| q.split('&')) {
-            if pair.is_empty() {
-                continue;
-            }
-            let Some((name, value)) = pair.split_once('=') else {
-                return Err(ReferenceError::BadOption {
-                    text: text.to_string(),
-                    option: pair.to_string(),
-                });
+        let pairs = query.into_iter().flat_map(|q| q.split('&'));
+        for (index, pair) in pairs.filter(|p| !p.is_empty()).enumerate() {
+            let bad_option = || ReferenceError::BadOption {
+                scheme: scheme.to_string(),
+                position: index + 1,
             };
-            let name = decode(text, name, "an option name")?;
-            if name.is_empty() {
-                return Err(ReferenceError::BadOption {
-                    text: text.to_string(),
-                    option: pair.to_string(),
-                });
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(bad_option());
+            };
+            let name = decode(scheme, name, "an option name")?;
+            if !is_option_name(&name) {
+                return Err(bad_option());
             }
             if options.iter().any(|(seen, _)| *seen == name) {
                 return Err(ReferenceError::RepeatedOption {
-                    text: text.to_string(),
+                    scheme: scheme.to_string(),
                     name,
                 });
             }
-            options.push((name, decode(text, value, "an option value")?));
+            options.push((name, decode(scheme, value, "an option value")?));
         }
 
         Ok(Reference {
@@ -130,12 +160,12 @@ impl fmt::Display for Reference {
     }
 }
 
-fn decode(text: &str, part: &str, what: &'static str) -> Result<String, ReferenceError> {
+fn decode(scheme: &str, part: &str, what: &'static str) -> Result<String, ReferenceError> {
     percent_decode_str(part)
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| ReferenceError::BadEncoding {
-            text: text.to_string(),
+            scheme: scheme.to_string(),
             part: what,
         })
 }
@@ -180,10 +210,31 @@ mod tests {
     }
 
     #[test]
+    fn errors_never_quote_the_text() {
+        let cases = [
+            "sk-test-0123456789abcdef",
+            "postgres://admin:hunter2pw@127.0.0.1/db",
+            "sk-proj-ab:cdefhunter2pw",
+            "file:/x?hunter2pw",
+            "file:/x?a=1&pw:hunter2pw=1",
+            "sk-proj-ab:cdefg",
+            "file:/x?hunter2pw%ff=1",
+        ];
+        for text in cases {
+            let err = Reference::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2pw"), "{err}");
+            assert!(!err.contains("0123456789abcdef"), "{err}");
+            assert!(!err.contains("proj"), "{err}");
+        }
+        let err = Reference::parse("postgres://admin:pw@h/db").unwrap_err();
+        assert!(err.to_string().contains("\"postgres\""), "{err}");
+    }
+
+    #[test]
     fn rejects_missing_scheme_and_empty_rest() {
         assert!(matches!(
             Reference::parse("OPENAI_API_KEY"),
-            Err(ReferenceError::NoScheme(_))
+            Err(ReferenceError::NoScheme)
         ));
         assert!(matches!(
             Reference::parse("env:"),

@@ -27,6 +27,9 @@ pub enum Exit {
 /// The exit status for keyrun's own failures, as `env` and `timeout` use it.
 pub const FAILURE: u8 = 125;
 
+/// The variable keyrun injects when nothing else is planned.
+const DEFAULT_VAR: &str = "OPENAI_API_KEY";
+
 pub fn run(cli: Cli) -> Result<Exit> {
     match cli.subcommand {
         Some(Subcommands::Trust { file }) => {
@@ -134,7 +137,7 @@ pub fn plan(
     }
     for pair in &args.set {
         let Some((var, text)) = pair.split_once('=') else {
-            bail!("--set {pair:?}: expected NAME=REF, for example --set OPENAI_ORG_ID=env:MY_ORG");
+            bail!("--set: expected NAME=REF, for example --set OPENAI_ORG_ID=env:MY_ORG (the argument is not shown, since it may be a value)");
         };
         add(var, text, false, cwd.clone(), format!("--set {var}"))?;
     }
@@ -162,9 +165,19 @@ fn add_planned(
     origin: String,
 ) -> Result<()> {
     if !envfile::is_variable_name(var) {
-        bail!("{origin}: {var:?} is not a valid variable name (letters, digits and _, not starting with a digit)");
+        bail!("{origin}: the variable name is invalid; use letters, digits and _, not starting with a digit");
     }
-    let reference = Reference::parse(text).with_context(|| origin.clone())?;
+    // Name the variable in reference errors, unless the origin already
+    // ends with it (`--set NAME`, `profile P, variable NAME`).
+    let place = if origin.ends_with(&format!(" {var}")) {
+        origin.clone()
+    } else {
+        format!("{origin}, variable {var}")
+    };
+    let reference = Reference::parse(text).with_context(|| place.clone())?;
+    if let Err(message) = source::check_reference(&reference) {
+        bail!("{place}: {message}");
+    }
     planned.retain(|p| p.request.var != var);
     planned.push(Planned {
         request: Request {
@@ -284,6 +297,12 @@ fn check(item: &Planned, shown: &str, mut resolved: Resolved) -> Result<Resolved
             trimmed.describe()
         );
     }
+    if !item.raw && secret::looks_like_assignment(&resolved.value) {
+        tracing::warn!(
+            "{var}: the value from {shown} starts with NAME=, like a line of a .env file; store only the key, \
+             or name the file with --env-file if it is one"
+        );
+    }
     if var == "OPENAI_API_KEY" && !secret::looks_like_openai_key(&resolved.value) {
         tracing::warn!(
             "{var}: the value from {shown} does not look like an OpenAI key (sk-..., sk-proj-...); \
@@ -321,8 +340,12 @@ fn child_env(
                 env.unset(name);
             }
         }
+        // The source variable of an `env:` reference is removed, so the
+        // value reaches the child only under the name it was planned for,
+        // unless that name is planned too or is OPENAI_API_KEY, which the
+        // child expects (`--set COPY=env:OPENAI_API_KEY`).
         if let Some(name) = &item.resolved.value_env {
-            if !injected_names.contains(name) {
+            if !injected_names.contains(name) && name != DEFAULT_VAR {
                 env.unset(name);
             }
         }

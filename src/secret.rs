@@ -80,6 +80,10 @@ pub enum ValueError {
     ControlCharacter(usize),
     #[error("the value contains a NUL byte at byte {0}, which no environment variable can carry")]
     Nul(usize),
+    #[error("the value is not valid UTF-8 at byte {0}; API keys are ASCII, so check the file's encoding (mark the variable `raw = true` if the bytes are intended)")]
+    InvalidUtf8(usize),
+    #[error("the value contains the invisible character U+{code:04X} at byte {at}, often pasted from a web page or chat; retype or re-copy the key")]
+    Invisible { code: u32, at: usize },
 }
 
 /// What [`normalize`] changed, for the warning that names the fix.
@@ -87,22 +91,36 @@ pub enum ValueError {
 pub struct Trimmed {
     pub whitespace: bool,
     pub quotes: bool,
+    /// A UTF-8 byte order mark at the start, which some Windows editors
+    /// write.
+    pub bom: bool,
 }
 
 impl Trimmed {
     pub fn any(&self) -> bool {
-        self.whitespace || self.quotes
+        self.whitespace || self.quotes || self.bom
     }
 
-    pub fn describe(&self) -> &'static str {
-        match (self.whitespace, self.quotes) {
-            (true, true) => "surrounding whitespace and quotes",
-            (true, false) => "surrounding whitespace",
-            (false, true) => "surrounding quotes",
-            (false, false) => "nothing",
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.bom {
+            parts.push("a leading UTF-8 byte order mark");
+        }
+        if self.whitespace {
+            parts.push("surrounding whitespace");
+        }
+        if self.quotes {
+            parts.push("surrounding quotes");
+        }
+        match parts.len() {
+            0 => "nothing".to_string(),
+            1 => parts[0].to_string(),
+            n => format!("{} and {}", parts[..n - 1].join(", "), parts[n - 1]),
         }
     }
 }
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Trims surrounding whitespace and one pair of surrounding quotes, then
 /// rejects values no API key can have. A `raw` value is kept as it is and
@@ -116,6 +134,10 @@ pub fn normalize(value: &mut Secret, raw: bool) -> Result<Trimmed, ValueError> {
     }
 
     let mut trimmed = Trimmed::default();
+    if value.expose().starts_with(BOM) {
+        value.strip(BOM.len(), 0);
+        trimmed.bom = true;
+    }
     trim_whitespace(value, &mut trimmed);
     let bytes = value.expose();
     if bytes.len() >= 2 {
@@ -142,7 +164,58 @@ pub fn normalize(value: &mut Secret, raw: bool) -> Result<Trimmed, ValueError> {
             return Err(ValueError::ControlCharacter(at));
         }
     }
+    check_characters(bytes)?;
     Ok(trimmed)
+}
+
+/// Rejects bytes that are not UTF-8, and characters that look like nothing
+/// or like a space: Unicode whitespace beyond ASCII (such as U+00A0) and
+/// the zero-width and direction format characters.
+fn check_characters(bytes: &[u8]) -> Result<(), ValueError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|err| ValueError::InvalidUtf8(err.valid_up_to()))?;
+    for (at, c) in text.char_indices() {
+        let invisible = matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        );
+        if !c.is_ascii() && (c.is_whitespace() || invisible) {
+            return Err(ValueError::Invisible {
+                code: u32::from(c),
+                at,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Tells whether a value starts like a dotenv line, `NAME=...` with an
+/// upper-case name that has an underscore (or `export `), which means a
+/// whole `.env` line was stored instead of the bare key. Base64 padding
+/// (`...==` at the end) does not match.
+pub fn looks_like_assignment(value: &Secret) -> bool {
+    let bytes = value.expose();
+    if bytes.starts_with(b"export ") {
+        return true;
+    }
+    let Some(equals) = memchr::memchr(b'=', bytes) else {
+        return false;
+    };
+    let name = &bytes[..equals];
+    name.len() >= 2
+        && name[0].is_ascii_uppercase()
+        && name.contains(&b'_')
+        && name
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+        && equals + 1 < bytes.len()
 }
 
 fn trim_whitespace(value: &mut Secret, trimmed: &mut Trimmed) {
@@ -242,6 +315,43 @@ mod tests {
             normalize(&mut secret("a\0b"), true),
             Err(ValueError::Nul(1))
         );
+    }
+
+    #[test]
+    fn normalize_strips_bom() {
+        let mut value = secret("\u{feff}sk-abc\n");
+        let trimmed = normalize(&mut value, false).unwrap();
+        assert_eq!(value.expose(), b"sk-abc");
+        assert!(trimmed.bom);
+    }
+
+    #[test]
+    fn normalize_rejects_invisible_characters() {
+        assert_eq!(
+            normalize(&mut secret("sk-abc\u{a0}"), false),
+            Err(ValueError::Invisible { code: 0xa0, at: 6 })
+        );
+        assert_eq!(
+            normalize(&mut secret("sk-\u{200b}abc"), false),
+            Err(ValueError::Invisible {
+                code: 0x200b,
+                at: 3
+            })
+        );
+        assert_eq!(
+            normalize(&mut Secret::new(b"sk-abc\xff\xfe".to_vec()), false),
+            Err(ValueError::InvalidUtf8(6))
+        );
+    }
+
+    #[test]
+    fn assignment_shape_is_recognised() {
+        assert!(looks_like_assignment(&secret("OPENAI_API_KEY=sk-abc")));
+        assert!(looks_like_assignment(&secret(
+            "export OPENAI_API_KEY=sk-abc"
+        )));
+        assert!(!looks_like_assignment(&secret("QUJDRA==")));
+        assert!(!looks_like_assignment(&secret("sk-abc")));
     }
 
     #[test]

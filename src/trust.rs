@@ -185,14 +185,13 @@ pub fn trust(path: &Path) -> Result<PathBuf> {
     reject_control_characters(path)?;
     let absolute = canonical_location(path)?;
     reject_control_characters(&absolute)?;
-    let content = std::fs::read(&absolute).with_context(|| {
-        format!(
-            "cannot read {}; name an existing keyrun.toml",
-            absolute.display()
-        )
-    })?;
-    let text = String::from_utf8(content)
-        .with_context(|| format!("{} is not UTF-8 text", absolute.display()))?;
+    let text = crate::config::read_text_file(&absolute, crate::config::MAX_CONFIG_BYTES)
+        .with_context(|| {
+            format!(
+                "cannot read {}; name an existing keyrun.toml",
+                absolute.display()
+            )
+        })?;
     crate::config::Config::parse(text.clone(), absolute.clone()).with_context(|| {
         format!(
             "{} was not trusted because it is invalid",

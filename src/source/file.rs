@@ -1,8 +1,8 @@
 //! `file:PATH`: a file's contents, such as `/run/secrets/openai`.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Context, ErrorKind, Request, Resolved, Source, SourceError};
@@ -66,7 +66,13 @@ fn read_value(request: &Request, allow_readable: bool) -> Result<Resolved, Sourc
     let shown = path.display();
     tracing::debug!(var = %request.var, source = "file", path = %shown, "reading file");
 
-    let mut file = File::open(&path).map_err(|err| match err.kind() {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+    // writer forever. The type check below then rejects it.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => SourceError::new(
             ErrorKind::NotFound,
             format!("{reference}: {shown} does not exist; check the path, or create it with the key and `chmod 600`"),
@@ -99,6 +105,25 @@ fn read_value(request: &Request, allow_readable: bool) -> Result<Resolved, Sourc
         ));
     }
     let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(SourceError::new(
+            ErrorKind::Denied,
+            format!(
+                "{reference}: {shown} can be written by other users (mode {mode:03o}), so anyone in its group or on the machine \
+                 could replace the key; run `chmod 600 {shown}` (or `chmod go-w`)"
+            ),
+        ));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    // Root-owned files are the norm for mounted secrets, and root can
+    // replace any file anyway; another user's file is worth a look.
+    if metadata.uid() != euid && metadata.uid() != 0 {
+        tracing::warn!(
+            "{var}: {shown} is owned by uid {}, not by keyrun's uid {euid}; that user can replace the key, so check that the file is the one you meant",
+            metadata.uid(),
+            var = request.var
+        );
+    }
     if mode & 0o044 != 0 && !allow_readable {
         return Err(SourceError::new(
             ErrorKind::Denied,

@@ -160,6 +160,53 @@ pub fn section_keys(section: &str) -> &'static [&'static str] {
     }
 }
 
+/// Returns the options a scheme's references take: the keys of its
+/// configuration section, or its own list. `None` leaves the check to the
+/// source.
+fn reference_options(scheme: &str) -> Option<&'static [&'static str]> {
+    match scheme {
+        "env" => Some(&[]),
+        "file" => Some(section_keys("file")),
+        "cmd" => Some(section_keys("command")),
+        "aws-sm" => Some(section_keys("aws")),
+        "azure-kv" => Some(section_keys("azure")),
+        "keyring" => Some(&["store"]),
+        _ => None,
+    }
+}
+
+/// Rejects a reference option its source does not read, and a `#field` on
+/// a source whose values have no fields, so that a typo such as
+/// `?allow_readabel=true` or `file:/x#api_key` is not silently ignored.
+pub fn check_reference(reference: &Reference) -> Result<(), String> {
+    let scheme = reference.scheme.as_str();
+    if for_scheme(scheme).is_none() {
+        // The run reports the missing source itself.
+        return Ok(());
+    }
+    let Some(known) = reference_options(scheme) else {
+        return Ok(());
+    };
+    for (name, _) in &reference.options {
+        if !known.contains(&name.as_str()) {
+            let listed = if known.is_empty() {
+                format!("{scheme}: references take no options")
+            } else {
+                format!("known options: {}", known.join(", "))
+            };
+            return Err(format!(
+                "the {scheme}: reference has the unknown option {name:?}; {listed}"
+            ));
+        }
+    }
+    if reference.field.is_some() && matches!(scheme, "env" | "file" | "cmd" | "keyring") {
+        return Err(format!(
+            "the {scheme}: reference has a #field, but {scheme}: values are the whole text and have no fields; remove the #..."
+        ));
+    }
+    Ok(())
+}
+
 /// The async runtime that network sources share: one current-thread
 /// runtime, so no worker thread keeps a stack with a value on it, created
 /// only when a network source asks for it and dropped before the child
