@@ -1,6 +1,6 @@
 //! The command line of the real binary: every bad input exits 125 with a
 //! message that names the problem and never the value, and the options that
-//! choose, merge and shape the injected variables do what they say.
+//! choose, merge and shape the injected variables work as documented.
 
 mod common;
 

@@ -15,7 +15,7 @@ const PROGRAM: &str = "from openai import OpenAI\n\
                        ids = [model.id for model in OpenAI().models.list()]\n\
                        print('models:', ','.join(ids))\n";
 
-/// The Python with the `openai` package, or `None` outside tests/run.sh;
+/// Returns the Python with the `openai` package, or `None` outside tests/run.sh;
 /// under CI a missing Python is a failure, not a skip.
 fn python() -> Option<OsString> {
     let python = std::env::var_os("KEYRUN_TEST_PYTHON");

@@ -22,10 +22,10 @@ use nix::unistd::Pid;
 use common::{keyrun_bin, random_key, stderr, Sandbox};
 
 /// The child: a C program whose handler appends each forwarded signal's
-/// name to a log as it is delivered, so two deliveries are two lines (a
-/// shell's `trap` runs once for several deliveries that arrive while it
-/// waits for a command). It writes its own pid and keyrun's to `LOG.pid`
-/// once the handlers are installed, then waits for signals.
+/// name to a log as it is delivered, so two deliveries make two lines. A
+/// shell's `trap` would run once for several deliveries that arrive while
+/// it waits for a command. The program writes its own pid and keyrun's to
+/// `LOG.pid` once the handlers are installed, then waits for signals.
 const COUNTER_SOURCE: &str = r#"
 #include <fcntl.h>
 #include <signal.h>
@@ -129,7 +129,7 @@ impl Trap {
         }
     }
 
-    /// The keyrun command line that runs the counter.
+    /// Builds the keyrun arguments that run the counter.
     fn args(&self) -> Vec<String> {
         vec![
             "--from".into(),
@@ -164,14 +164,14 @@ impl Trap {
         self.sandbox.path().join("keyrun.log")
     }
 
-    /// Whether keyrun's debug log says it forwarded `sig` itself.
+    /// Whether keyrun's debug log shows that it forwarded `sig` itself.
     fn keyrun_forwarded(&self, sig: Signal) -> bool {
         std::fs::read_to_string(self.debug_log())
             .unwrap_or_default()
             .contains(&format!("forwarding signal signal={sig}"))
     }
 
-    /// How many times the child logged `name`.
+    /// Counts the lines in which the child logged `name`.
     fn count(&self, name: &str) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -370,7 +370,7 @@ fn terminal_resize_reaches_child_once() {
 
 /// A process that signals keyrun's whole process group (`kill -TERM
 /// -PGID`) reaches the child directly, and keyrun forwards its own copy:
-/// siginfo says who sent a signal but not whether the kill named the
+/// siginfo names the sender of a signal but not whether the kill named the
 /// group, so keyrun cannot tell this from a kill of keyrun alone. The
 /// terminal's signals, the common case, carry SI_KERNEL and are not
 /// forwarded; see the tests below.
@@ -475,7 +475,7 @@ fn tmux_ctrl_c_reaches_child_once() {
     assert!(!forwarded, "keyrun forwarded SIGINT the child already had");
 }
 
-/// The state letter of a process (`R`, `S`, `T` for stopped, ...).
+/// Reads the state letter of a process (`R`, `S`, `T` for stopped, ...).
 fn process_state(pid: Pid) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name in brackets may contain spaces; the state follows it.
@@ -600,13 +600,13 @@ fn child_sigusr1_ends_keyrun_by_sigusr1() {
 
 // The signal state the child starts with.
 
-/// The bit of `sig` in a `/proc/PID/status` signal mask.
+/// Returns the bit of `sig` in a `/proc/PID/status` signal mask.
 fn bit(sig: Signal) -> u64 {
     1 << (sig as u32 - 1)
 }
 
-/// The SigBlk and SigIgn masks of a `cat /proc/self/status` started by
-/// `command`, after `prepare` ran in the forked process before exec.
+/// Reads the SigBlk and SigIgn masks of a `cat /proc/self/status` started
+/// by `command`, after `prepare` ran in the forked process before exec.
 fn signal_masks(mut command: Command, prepare: fn() -> std::io::Result<()>) -> (u64, u64) {
     command.arg("/proc/self/status");
     // SAFETY: each `prepare` makes only async-signal-safe calls.
@@ -626,7 +626,7 @@ fn signal_masks(mut command: Command, prepare: fn() -> std::io::Result<()>) -> (
     (mask("SigBlk:"), mask("SigIgn:"))
 }
 
-/// The masks of keyrun's child when keyrun starts in the state `prepare`
+/// Reads the masks of keyrun's child when keyrun starts in the state `prepare`
 /// sets, and the masks of the same program started directly in that state.
 fn child_and_direct_masks(prepare: fn() -> std::io::Result<()>) -> ((u64, u64), (u64, u64)) {
     let sandbox = Sandbox::new();
