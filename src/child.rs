@@ -634,6 +634,9 @@ impl Supervisor {
             tracing::debug!(signal = %sig, "signal from the terminal reached the child directly");
             return;
         }
+        // NOTE: a process that signals the whole group (`kill -TERM -PGID`)
+        // reaches the child directly as well, and it gets this second copy:
+        // siginfo does not say whether a kill named the group.
         tracing::debug!(signal = %sig, pid = pid.as_raw(), "forwarding signal");
         if let Err(err) = signal::kill(pid, sig) {
             tracing::debug!(signal = %sig, "forwarding failed: {err}");

@@ -137,6 +137,22 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether the argument clap rejected is a bare word such as `python`, not
+/// an option: clap reports a command written without `--` as an unknown
+/// argument once another option precedes it, and as an unknown subcommand
+/// otherwise.
+#[cfg(not(test))]
+fn names_a_word(err: &clap::Error) -> bool {
+    use clap::error::{ContextKind, ContextValue};
+    match err
+        .get(ContextKind::InvalidSubcommand)
+        .or(err.get(ContextKind::InvalidArg))
+    {
+        Some(ContextValue::String(arg)) => !arg.starts_with('-'),
+        _ => false,
+    }
+}
+
 #[cfg(not(test))]
 /// Prints a usage error and returns 125, not clap's 2, so a wrapped
 /// command's own status 2 is never confused with keyrun's.
@@ -149,7 +165,7 @@ fn usage_error(err: clap::Error) -> c_int {
             let _ = err.print();
             0
         }
-        ErrorKind::InvalidSubcommand => {
+        ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument if names_a_word(&err) => {
             let _ = err.print();
             let _ = writeln!(
                 std::io::stderr(),
