@@ -367,7 +367,10 @@ fn set_with_invalid_name_rejected() {
     );
     assert_eq!(result.status.code(), Some(125));
     let message = stderr(&result);
-    assert!(message.contains("not a valid variable name"), "{message}");
+    assert!(
+        message.contains("the variable name is invalid"),
+        "{message}"
+    );
 }
 
 #[test]
