@@ -210,12 +210,12 @@ pub async fn write_response<S: AsyncWrite + Unpin>(stream: &mut S, response: Res
 }
 
 impl RawRequest {
-    /// The path without its query string.
+    /// Returns the path without its query string.
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or(&self.target)
     }
 
-    /// The decoded query parameters.
+    /// Decodes the query parameters.
     pub fn query(&self) -> BTreeMap<String, String> {
         match self.target.split_once('?') {
             Some((_, query)) => parse_form(query),
@@ -232,8 +232,8 @@ impl RawRequest {
 /// tests a client's timeout.
 pub type Handler = dyn Fn(&RawRequest) -> Option<Response> + Send + Sync + 'static;
 
-/// A loopback HTTP server (TLS when given a [`Pki`]) that answers each
-/// request with a handler and logs every request it read.
+/// A loopback HTTP server (TLS when given a [`Pki`]) that responds to each
+/// request through a handler and logs every request it read.
 pub struct LoopbackServer {
     pub port: u16,
     log: Arc<Mutex<Vec<RawRequest>>>,
@@ -319,7 +319,7 @@ impl LoopbackServer {
         read(&self.log.lock().unwrap())
     }
 
-    /// How many requests had a path starting with `prefix`.
+    /// Counts the requests whose path starts with `prefix`.
     pub fn count(&self, prefix: &str) -> usize {
         self.with_log(|log| log.iter().filter(|r| r.path().starts_with(prefix)).count())
     }
@@ -330,7 +330,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     handler: Arc<Handler>,
     log: Arc<Mutex<Vec<RawRequest>>>,
 ) {
-    // Keep-alive: answer requests on this connection until it closes.
+    // Keep-alive: respond to requests on this connection until it closes.
     while let Some(request) = read_request(&mut stream).await {
         let response = handler(&request);
         log.lock().unwrap().push(request);
