@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use azure_support::{random_hex, Behavior, FakeAzure, ModelsServer, Pki, StoredSecret, VaultMode};
+use azure_support::{random_hex, Behavior, FakeAzure, Pki, StoredSecret, VaultMode};
 use common::{
-    assert_not_leaked, check_var_command, env_has_command, output, stderr, stdout, Sandbox,
+    assert_failed, assert_matched, assert_not_leaked, assert_unknown_key, check_var_command,
+    env_has_command, openai, output, stderr, stdout, Sandbox,
 };
 
 /// A sandbox, a fake Azure and the credentials it accepts.
@@ -155,27 +156,6 @@ impl Setup {
             assert_not_leaked(&result.stderr, secret, "stderr");
         }
     }
-}
-
-fn assert_matched(result: &std::process::Output) {
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "keyrun failed: {}",
-        stderr(result)
-    );
-    assert_eq!(stdout(result).trim(), "OPENAI_API_KEY=match");
-}
-
-/// Asserts exit status 125 and returns stderr.
-fn assert_failed(result: &std::process::Output) -> String {
-    assert_eq!(
-        result.status.code(),
-        Some(125),
-        "stderr: {}",
-        stderr(result)
-    );
-    stderr(result)
 }
 
 #[test]
@@ -632,12 +612,7 @@ fn unknown_section_key_names_line() {
         b"[azure]\nauth = \"cli\"\ntenant = \"x\"\n",
         0o600,
     );
-    let mut command = setup.keyrun();
-    command.args(["--config", config.to_str().unwrap(), "--", "true"]);
-    let message = assert_failed(&output(&mut command));
-    assert!(message.contains("azure.tenant"), "{message}");
-    assert!(message.contains("line 3"), "{message}");
-    assert!(message.contains("tenant_id"), "{message}");
+    assert_unknown_key(setup.keyrun(), &config, "azure.tenant", 3, "tenant_id");
 }
 
 #[test]
@@ -668,31 +643,12 @@ fn memory_clean_with_azure_source() {
 /// Key Vault. Needs `KEYRUN_TEST_PYTHON` (set by tests/run.sh).
 #[test]
 fn openai_client_lists_models() {
-    let Some(python) = std::env::var_os("KEYRUN_TEST_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYRUN_TEST_PYTHON is not set; run tests/run.sh"
-        );
-        eprintln!("skipped: KEYRUN_TEST_PYTHON is not set; run tests/run.sh");
+    let Some(python) = openai::python() else {
         return;
     };
     let setup = setup();
-    let models = ModelsServer::start(&setup.key);
-    let program = "from openai import OpenAI\n\
-                   ids = [model.id for model in OpenAI().models.list()]\n\
-                   print('models:', ','.join(ids))\n";
     let mut command = setup.keyrun_secret();
-    command
-        .env("OPENAI_BASE_URL", models.base_url())
-        .args(["--from", &setup.reference("openai-key"), "--"])
-        .arg(python)
-        .args(["-c", program]);
-    let result = output(&mut command);
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(
-        stdout(&result).trim(),
-        "models: gpt-4o-mini,text-embedding-3-small"
-    );
-    assert_eq!(models.authorized_requests(), 1);
+    command.args(["--from", &setup.reference("openai-key")]);
+    let result = openai::assert_lists_models(command, python, &setup.key);
     setup.assert_clean(&result);
 }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod keyutils;
 #[cfg(target_os = "linux")]
 pub mod memory;
+pub mod openai;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -81,6 +82,16 @@ pub fn random_key() -> String {
     format!("sk-test-{hex}")
 }
 
+/// Reports that a test cannot run because `variable`, which tests/run.sh
+/// sets, is not set. Under CI that is a failure, elsewhere a skip.
+pub fn report_unset(variable: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{variable} is not set; run tests/run.sh"
+    );
+    eprintln!("skipped: {variable} is not set; run tests/run.sh");
+}
+
 /// Runs a command and returns its output; panics if it cannot start.
 pub fn output(command: &mut Command) -> Output {
     command.output().expect("keyrun runs")
@@ -92,6 +103,47 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that keyrun exited 0 and that the child of
+/// [`check_var_command`] found OPENAI_API_KEY equal to the expected value.
+pub fn assert_matched(result: &Output) {
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "keyrun failed: {}",
+        stderr(result)
+    );
+    assert_eq!(stdout(result).trim(), "OPENAI_API_KEY=match");
+}
+
+/// Asserts exit status 125, with which keyrun reports its own failure,
+/// and returns stderr.
+pub fn assert_failed(result: &Output) -> String {
+    assert_eq!(
+        result.status.code(),
+        Some(125),
+        "stderr: {}",
+        stderr(result)
+    );
+    stderr(result)
+}
+
+/// Runs `command` with `config` as its configuration file and `true` as
+/// the child.
+pub fn run_with_config(mut command: Command, config: &Path) -> Output {
+    command.arg("--config").arg(config).args(["--", "true"]);
+    output(&mut command)
+}
+
+/// Asserts that `command` rejects the configuration file `config` with a
+/// message that names the unknown key `name`, its line `line`, and
+/// `known`, the key of that section the user probably meant.
+pub fn assert_unknown_key(command: Command, config: &Path, name: &str, line: usize, known: &str) {
+    let message = assert_failed(&run_with_config(command, config));
+    assert!(message.contains(name), "{message}");
+    assert!(message.contains(&format!("line {line}")), "{message}");
+    assert!(message.contains(known), "{message}");
 }
 
 /// Asserts that `haystack` does not contain `secret`, without printing the
