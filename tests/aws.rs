@@ -20,8 +20,9 @@ use aws_support::{
     REGION,
 };
 use common::{
-    assert_failed, assert_matched, assert_not_leaked, assert_unknown_key, check_var_command,
-    env_has_command, openai, output, run_with_config, stderr, stdout, Sandbox,
+    assert_failed, assert_matched, assert_not_leaked, assert_pair_failed, assert_unknown_key,
+    check_var_command, env_has_command, openai, output, run_pair, run_with_config, stderr, stdout,
+    Sandbox,
 };
 
 /// The shared moto server, or `None` to skip outside CI.
@@ -147,6 +148,36 @@ fn two_fields_one_call() {
     let lines: Vec<String> = stdout(&result).lines().map(str::to_string).collect();
     assert_eq!(lines, ["key=match", "org=match"]);
     assert_eq!(count_calls(&proxy, "GetSecretValue"), 1);
+}
+
+#[test]
+fn shared_read_error_names_each_reference() {
+    let Some(moto) = moto() else { return };
+    let sandbox = Sandbox::new();
+    let name = secret_name("absent-fields");
+    let first = format!("aws-sm:{name}#api_key");
+    let second = format!("aws-sm:{name}#org_id");
+    let proxy = counting_proxy(moto);
+    let command = keyrun(&sandbox, &proxy.url(false));
+    let result = run_pair(command, &first, &second);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, &first, &second);
+    assert!(line.contains("ResourceNotFoundException"), "{line}");
+    assert_eq!(count_calls(&proxy, "GetSecretValue"), 1);
+}
+
+#[test]
+fn shared_client_error_names_each_reference() {
+    let sandbox = Sandbox::new();
+    let server = LoopbackServer::start(None, |_| Some(value_response("x", "y")));
+    let mut command = keyrun(&sandbox, &server.url(false));
+    command.env_remove("AWS_REGION");
+    let result = run_pair(command, "aws-sm:openai", "aws-sm:anthropic");
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, "aws-sm:openai", "aws-sm:anthropic");
+    assert!(line.contains("no AWS region"), "{line}");
+    assert!(!line.contains("openai"), "{line}");
+    assert_eq!(server.count("/"), 0);
 }
 
 #[test]

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use azure_support::{random_hex, Behavior, FakeAzure, Pki, StoredSecret, VaultMode};
 use common::{
-    assert_failed, assert_matched, assert_not_leaked, assert_unknown_key, check_var_command,
-    env_has_command, openai, output, stderr, stdout, Sandbox,
+    assert_failed, assert_matched, assert_not_leaked, assert_pair_failed, assert_unknown_key,
+    check_var_command, env_has_command, openai, output, run_pair, stderr, stdout, Sandbox,
 };
 
 /// A sandbox, a fake Azure and the credentials it accepts.
@@ -258,6 +258,37 @@ fn same_secret_read_once() {
         1
     );
     assert_eq!(setup.azure.requests_to("/secrets/").len(), 1);
+}
+
+#[test]
+fn shared_read_error_names_each_reference() {
+    let setup = setup();
+    // The default timeout is 10s, so both references read one secret with
+    // the same settings.
+    let first = setup.reference("no-such-key");
+    let second = setup.reference("no-such-key?timeout=10s");
+    let command = setup.keyrun_secret();
+    let result = run_pair(command, &first, &second);
+    setup.assert_clean(&result);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, &first, &second);
+    assert!(line.contains("404 SecretNotFound"), "{line}");
+    assert_eq!(setup.azure.requests_to("/secrets/").len(), 1);
+}
+
+#[test]
+fn shared_token_error_names_each_reference() {
+    let setup = setup();
+    let first = setup.reference("openai-key");
+    let second = setup.reference("anthropic-key");
+    let mut command = setup.keyrun_secret();
+    command.env("AZURE_CLIENT_SECRET", format!("cs~{}", random_hex(16)));
+    let result = run_pair(command, &first, &second);
+    setup.assert_clean(&result);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, &first, &second);
+    assert!(line.contains("invalid_client"), "{line}");
+    assert!(setup.azure.requests_to("/secrets/").is_empty());
 }
 
 #[test]

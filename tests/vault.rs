@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_failed, assert_matched, assert_not_leaked, check_var_command, env_has_command, openai,
-    output, stderr, stdout, Sandbox,
+    assert_failed, assert_failure_names, assert_matched, assert_not_leaked, assert_pair_failed,
+    check_var_command, env_has_command, failure_line, openai, output, run_pair, stderr, stdout,
+    Sandbox,
 };
 use vault_support::{
     random_hex, ActionsTokenServer, Behavior, FakeVault, Mode, Pki, StoredSecret, StoredVersion,
@@ -344,6 +345,48 @@ fn fields_of_one_secret_cost_one_read() {
     assert_eq!(stdout(&result).trim(), "both");
     assert_eq!(setup.vault.count("secret/data/openai"), 1);
     assert_eq!(setup.vault.count("sys/internal/ui/mounts"), 1);
+}
+
+#[test]
+fn shared_read_error_names_each_reference() {
+    let setup = setup();
+    let first = "vault:secret/missing#api_key";
+    let second = "vault:secret/missing#org_id";
+    let command = setup.keyrun_token();
+    let result = run_pair(command, first, second);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, first, second);
+    assert!(line.contains("404"), "{line}");
+    assert_eq!(setup.vault.count("secret/data/missing"), 1);
+}
+
+#[test]
+fn missing_field_names_its_reference() {
+    let setup = setup();
+    let first = "vault:secret/openai#api_key";
+    let second = "vault:secret/openai#org_id";
+    let command = setup.keyrun_token();
+    let result = run_pair(command, first, second);
+    setup.assert_clean(&result);
+    let message = assert_failed(&result);
+    assert_failure_names(&message, "SECOND", second, first);
+    let line = failure_line(&message, "SECOND");
+    assert!(line.contains("no field \"org_id\""), "{line}");
+    assert!(!message.contains("FIRST (from"), "{message}");
+    assert_eq!(setup.vault.count("secret/data/openai"), 1);
+}
+
+#[test]
+fn shared_login_error_names_each_reference() {
+    let setup = setup();
+    let first = "vault:secret/openai#api_key";
+    let second = "vault:kv/openai#api_key";
+    let command = setup.keyrun();
+    let result = run_pair(command, first, second);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, first, second);
+    assert!(line.contains("no Vault token"), "{line}");
+    assert_eq!(setup.vault.targets().len(), 0);
 }
 
 #[test]

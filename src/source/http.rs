@@ -50,26 +50,21 @@ pub enum TransportError {
 impl TransportError {
     /// Converts the failure of an exchange with `peer` (such as "Key Vault
     /// at https://x.vault.azure.net") into an error with the fix for its
-    /// cause, worded for the source by `advice`.
-    pub fn into_source_error(
-        self,
-        prefix: &str,
-        peer: &str,
-        timeout: Duration,
-        advice: &Advice,
-    ) -> SourceError {
+    /// cause, worded for the source by `advice`. The message names no
+    /// reference, because one exchange may serve several.
+    pub fn into_source_error(self, peer: &str, timeout: Duration, advice: &Advice) -> SourceError {
         match self {
             TransportError::Refused => SourceError::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "{prefix}: the connection to {peer} was refused; check the host and port, \
+                    "the connection to {peer} was refused; check the host and port, \
                      and that nothing blocks it"
                 ),
             ),
             TransportError::TimedOut => SourceError::new(
                 ErrorKind::TimedOut,
                 format!(
-                    "{prefix}: {peer} did not answer within {}; check the network or a proxy \
+                    "{peer} did not answer within {}; check the network or a proxy \
                      (HTTPS_PROXY), or raise timeout under [{}]",
                     humanize(timeout),
                     advice.section
@@ -78,13 +73,13 @@ impl TransportError {
             TransportError::Certificate(detail) => SourceError::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "{prefix}: the TLS certificate of {peer} was rejected ({detail}); {}",
+                    "the TLS certificate of {peer} was rejected ({detail}); {}",
                     advice.certificate
                 ),
             ),
             TransportError::Other(detail) => SourceError::new(
                 ErrorKind::Unreachable,
-                format!("{prefix}: the request to {peer} failed: {detail}"),
+                format!("the request to {peer} failed: {detail}"),
             ),
         }
     }

@@ -98,6 +98,13 @@ impl SourceError {
             message: message.into(),
         }
     }
+
+    /// Copies the error of a step that several requests share, such as one
+    /// client, login or read, for one of those requests. The shared message
+    /// names no reference, so each copy starts with its own request's.
+    pub fn for_reference(&self, reference: &Reference) -> SourceError {
+        SourceError::new(self.kind, format!("{reference}: {}", self.message))
+    }
 }
 
 /// Everything a source may consult while it resolves a batch.

@@ -129,6 +129,46 @@ pub fn assert_failed(result: &Output) -> String {
     stderr(result)
 }
 
+/// Returns the part of keyrun's stderr that reports the failure of the
+/// variable `var`, which keyrun writes as `VAR (from ORIGIN): MESSAGE`.
+pub fn failure_line<'a>(stderr: &'a str, var: &str) -> &'a str {
+    let start = format!("{var} (from ");
+    stderr
+        .lines()
+        .find_map(|line| line.find(&start).map(|at| &line[at..]))
+        .unwrap_or_else(|| panic!("no failure of {var} in: {stderr}"))
+}
+
+/// Asserts that keyrun's failure of `var` names `reference`, and not
+/// `other`, the reference of another variable of the same batch.
+pub fn assert_failure_names(stderr: &str, var: &str, reference: &str, other: &str) {
+    let line = failure_line(stderr, var);
+    assert!(line.contains(&format!("): {reference}: ")), "{line}");
+    assert!(!line.contains(&format!("): {other}: ")), "{line}");
+}
+
+/// Runs `command` with the variables FIRST and SECOND set to the
+/// references `first` and `second`, which keyrun resolves in one batch,
+/// and `true` as the child.
+pub fn run_pair(mut command: Command, first: &str, second: &str) -> Output {
+    command.args(["--set", &format!("FIRST={first}")]).args([
+        "--set",
+        &format!("SECOND={second}"),
+        "--",
+        "true",
+    ]);
+    output(&mut command)
+}
+
+/// Asserts that both variables of [`run_pair`] failed, each with a message
+/// that names its own reference and not the other's. Returns the failure
+/// of SECOND.
+pub fn assert_pair_failed<'a>(stderr: &'a str, first: &str, second: &str) -> &'a str {
+    assert_failure_names(stderr, "FIRST", first, second);
+    assert_failure_names(stderr, "SECOND", second, first);
+    failure_line(stderr, "SECOND")
+}
+
 /// Runs `command` with `config` as its configuration file and `true` as
 /// the child.
 pub fn run_with_config(mut command: Command, config: &Path) -> Output {

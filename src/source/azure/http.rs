@@ -87,7 +87,7 @@ pub fn bearer(token: &Secret) -> Result<HeaderValue, SourceError> {
     let mut value = HeaderValue::from_bytes(&text).map_err(|_| {
         SourceError::new(
             ErrorKind::Invalid,
-            "azure-kv: the access token contains bytes an HTTP header cannot carry",
+            "the access token contains bytes an HTTP header cannot carry",
         )
     })?;
     value.set_sensitive(true);
