@@ -609,6 +609,21 @@ fn untrusted_certificate_names_ssl_cert_file() {
 }
 
 #[test]
+fn ssl_cert_dir_is_trusted() {
+    let setup = setup();
+    let folder = setup.sandbox.path().join("certs");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(&setup.ca, folder.join("test-ca.pem")).unwrap();
+    let mut command = setup.keyrun_secret();
+    command
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", &folder);
+    let result = setup.run_check(command, &setup.reference("openai-key"));
+    assert_matched(&result);
+    setup.assert_clean(&result);
+}
+
+#[test]
 fn profile_section_overrides_top_level() {
     let setup = setup();
     setup.install_working_az();

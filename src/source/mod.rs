@@ -15,7 +15,7 @@ mod azure;
 mod command;
 mod env;
 mod file;
-mod http;
+pub mod http;
 pub mod keyring;
 mod vault;
 
