@@ -21,7 +21,7 @@ use crate::cli::{ApiStyle, AuditArgs, CheckArgs, MaskMode, ResolveArgs};
 use crate::config::{Config, Profile};
 use crate::run::{self, Exit, Injected, Planned};
 use crate::secret::{self, Secret};
-use crate::source::Runtime;
+use crate::source::{http, Runtime};
 
 /// The total time of the `--online` request.
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -380,15 +380,17 @@ fn online_check(
     let header = key_header(key, style)?;
     tracing::debug!(url = %url, style = style_name, "sending the online check");
 
+    // The client trusts the CAs of SSL_CERT_FILE and SSL_CERT_DIR as the
+    // azure-kv: source does, for a TLS-inspecting proxy or a private gateway.
+    let extra_roots = http::load_ssl_cert_env("check --online")?;
     let mut runtime = Runtime::default();
     let answer = {
-        // NOTE: unlike the azure-kv: source, this client does not add the
-        // CA certificates of SSL_CERT_FILE to its roots.
         let client = reqwest::Client::builder()
             .user_agent(concat!("keyrun/", env!("CARGO_PKG_VERSION")))
             .timeout(ONLINE_TIMEOUT)
             // A redirect would carry the key to another host.
             .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_merge(extra_roots)
             .build()
             .context("cannot set up the HTTPS client for --online")?;
         let mut request = client.get(&url);
@@ -444,9 +446,19 @@ fn classify(
     let (status, code) = match answer {
         Ok(answer) => answer,
         Err(err) => {
-            let detail = match err.is_timeout() {
-                true => format!("no answer within {} s", ONLINE_TIMEOUT.as_secs()),
-                false => describe_transport_error(&err),
+            let detail = match http::certificate_rejection(&err) {
+                Some(reason) => format!(
+                    "the server's TLS certificate was rejected ({reason}); if a private CA or a \
+                     TLS-inspecting proxy signs it, point SSL_CERT_FILE at that CA's PEM file \
+                     (or SSL_CERT_DIR at a folder of them)"
+                ),
+                None => {
+                    let cause = match err.is_timeout() {
+                        true => format!("no answer within {} s", ONLINE_TIMEOUT.as_secs()),
+                        false => describe_transport_error(&err),
+                    };
+                    format!("{cause}; check the URL (OPENAI_BASE_URL), the network and any proxy (HTTPS_PROXY)")
+                }
             };
             return Online {
                 url,
@@ -454,7 +466,7 @@ fn classify(
                 verdict: "unreachable",
                 status: None,
                 code: None,
-                detail: format!("{detail}; check the URL (OPENAI_BASE_URL), the network and any proxy (HTTPS_PROXY)"),
+                detail,
                 passed: false,
             };
         }

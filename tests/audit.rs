@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{assert_not_leaked, output, stderr, stdout, Sandbox};
+use common::{assert_not_leaked, output, run_with_config, stderr, stdout, Sandbox};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -375,13 +375,7 @@ fn unknown_audit_key_names_line() {
         b"[audit]\npath = \"a.log\"\nrequierd = false\n",
         0o600,
     );
-    let out = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
+    let out = run_with_config(sandbox.keyrun(), &config);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("requierd"), "{}", stderr(&out));
     assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
@@ -410,13 +404,7 @@ fn max_age_overdue_warns() {
     let key = common::random_key();
     let key_file = old_key_file(&sandbox, &key, 100);
     let config = age_config(&sandbox, &key_file, "");
-    let out = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
+    let out = run_with_config(sandbox.keyrun(), &config);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stderr(&out);
     assert!(text.contains("100 days old"), "{text}");
@@ -453,13 +441,7 @@ fn max_age_within_limit_is_silent() {
     let sandbox = Sandbox::new();
     let key_file = old_key_file(&sandbox, &common::random_key(), 30);
     let config = age_config(&sandbox, &key_file, "enforce_max_age = true\n");
-    let out = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
+    let out = run_with_config(sandbox.keyrun(), &config);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("max_age"), "{}", stderr(&out));
 }
@@ -492,13 +474,7 @@ fn invalid_max_age_is_rejected() {
         b"[profiles.p]\nmax_age = \"ninety days\"\n",
         0o600,
     );
-    let out = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
+    let out = run_with_config(sandbox.keyrun(), &config);
     assert_eq!(out.status.code(), Some(125));
     assert!(
         stderr(&out).contains("profiles.p.max_age"),

@@ -16,22 +16,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_support::{
-    count_calls, counting_proxy, error_response, secret_name, value_response, LoopbackServer,
-    ModelsServer, Moto, REGION,
+    count_calls, counting_proxy, error_response, secret_name, value_response, LoopbackServer, Moto,
+    REGION,
 };
 use common::{
-    assert_not_leaked, check_var_command, env_has_command, output, stderr, stdout, Sandbox,
+    assert_failed, assert_matched, assert_not_leaked, assert_pair_failed, assert_unknown_key,
+    check_var_command, env_has_command, openai, output, run_pair, run_with_config, stderr, stdout,
+    Sandbox,
 };
 
 /// The shared moto server, or `None` to skip outside CI.
 fn moto() -> Option<&'static Moto> {
     let moto = Moto::shared();
     if moto.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYRUN_TEST_MOTO is not set; run tests/run.sh"
-        );
-        eprintln!("skipped: KEYRUN_TEST_MOTO is not set; run tests/run.sh");
+        common::report_unset("KEYRUN_TEST_MOTO");
     }
     moto
 }
@@ -55,27 +53,6 @@ fn run_check(mut command: Command, reference: &str, expected: &str) -> Output {
         .args(["--from", reference, "--"])
         .args(check_var_command("OPENAI_API_KEY", expected));
     output(&mut command)
-}
-
-fn assert_matched(result: &Output) {
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "keyrun failed: {}",
-        stderr(result)
-    );
-    assert_eq!(stdout(result).trim(), "OPENAI_API_KEY=match");
-}
-
-/// Asserts exit status 125 and returns stderr.
-fn assert_failed(result: &Output) -> String {
-    assert_eq!(
-        result.status.code(),
-        Some(125),
-        "stderr: {}",
-        stderr(result)
-    );
-    stderr(result)
 }
 
 fn assert_clean(result: &Output, secret: &str) {
@@ -171,6 +148,36 @@ fn two_fields_one_call() {
     let lines: Vec<String> = stdout(&result).lines().map(str::to_string).collect();
     assert_eq!(lines, ["key=match", "org=match"]);
     assert_eq!(count_calls(&proxy, "GetSecretValue"), 1);
+}
+
+#[test]
+fn shared_read_error_names_each_reference() {
+    let Some(moto) = moto() else { return };
+    let sandbox = Sandbox::new();
+    let name = secret_name("absent-fields");
+    let first = format!("aws-sm:{name}#api_key");
+    let second = format!("aws-sm:{name}#org_id");
+    let proxy = counting_proxy(moto);
+    let command = keyrun(&sandbox, &proxy.url(false));
+    let result = run_pair(command, &first, &second);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, &first, &second);
+    assert!(line.contains("ResourceNotFoundException"), "{line}");
+    assert_eq!(count_calls(&proxy, "GetSecretValue"), 1);
+}
+
+#[test]
+fn shared_client_error_names_each_reference() {
+    let sandbox = Sandbox::new();
+    let server = LoopbackServer::start(None, |_| Some(value_response("x", "y")));
+    let mut command = keyrun(&sandbox, &server.url(false));
+    command.env_remove("AWS_REGION");
+    let result = run_pair(command, "aws-sm:openai", "aws-sm:anthropic");
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, "aws-sm:openai", "aws-sm:anthropic");
+    assert!(line.contains("no AWS region"), "{line}");
+    assert!(!line.contains("openai"), "{line}");
+    assert_eq!(server.count("/"), 0);
 }
 
 #[test]
@@ -303,12 +310,7 @@ fn unknown_section_key_names_line() {
         b"[aws]\nregion = \"us-east-1\"\nversion = \"x\"\n",
         0o600,
     );
-    let mut command = sandbox.keyrun();
-    command.args(["--config", config.to_str().unwrap(), "--", "true"]);
-    let message = assert_failed(&output(&mut command));
-    assert!(message.contains("aws.version"), "{message}");
-    assert!(message.contains("line 3"), "{message}");
-    assert!(message.contains("version_stage"), "{message}");
+    assert_unknown_key(sandbox.keyrun(), &config, "aws.version", 3, "version_stage");
 }
 
 #[test]
@@ -729,36 +731,16 @@ fn memory_clean_with_plain_aws_value() {
 #[test]
 fn openai_client_lists_models() {
     let Some(moto) = moto() else { return };
-    let Some(python) = std::env::var_os("KEYRUN_TEST_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYRUN_TEST_PYTHON is not set; run tests/run.sh"
-        );
-        eprintln!("skipped: KEYRUN_TEST_PYTHON is not set; run tests/run.sh");
+    let Some(python) = openai::python() else {
         return;
     };
     let sandbox = Sandbox::new();
     let key = common::random_key();
     let name = secret_name("openai");
     moto.create_string(&name, &key);
-    let models = ModelsServer::start(&key);
-    let program = "from openai import OpenAI\n\
-                   ids = [model.id for model in OpenAI().models.list()]\n\
-                   print('models:', ','.join(ids))\n";
     let mut command = keyrun(&sandbox, &moto.url());
-    command
-        .env("OPENAI_BASE_URL", models.base_url())
-        .args(["--from", &format!("aws-sm:{name}"), "--"])
-        .arg(python)
-        .args(["-c", program]);
-    let result = output(&mut command);
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(
-        stdout(&result).trim(),
-        "models: gpt-4o-mini,text-embedding-3-small"
-    );
-    assert_eq!(models.authorized_requests(), 1);
-    assert_clean(&result, &key);
+    command.args(["--from", &format!("aws-sm:{name}")]);
+    openai::assert_lists_models(command, python, &key);
 }
 
 /// A profile that reads `name` from moto with the given `max_age`.
@@ -781,16 +763,12 @@ fn max_age_uses_created_date() {
     std::thread::sleep(Duration::from_millis(2100));
 
     let fresh = age_config(&sandbox, &name, "1d", "");
-    let mut command = keyrun(&sandbox, &moto.url());
-    command.arg("--config").arg(&fresh).args(["--", "true"]);
-    let within = output(&mut command);
+    let within = run_with_config(keyrun(&sandbox, &moto.url()), &fresh);
     assert_eq!(within.status.code(), Some(0), "{}", stderr(&within));
     assert!(!stderr(&within).contains("max_age"), "{}", stderr(&within));
 
     let stale = age_config(&sandbox, &name, "1s", "");
-    let mut command = keyrun(&sandbox, &moto.url());
-    command.arg("--config").arg(&stale).args(["--", "true"]);
-    let overdue = output(&mut command);
+    let overdue = run_with_config(keyrun(&sandbox, &moto.url()), &stale);
     assert_eq!(overdue.status.code(), Some(0), "{}", stderr(&overdue));
     assert!(
         stderr(&overdue).contains("over max_age 1s"),

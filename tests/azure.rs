@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use azure_support::{random_hex, Behavior, FakeAzure, ModelsServer, Pki, StoredSecret, VaultMode};
+use azure_support::{random_hex, Behavior, FakeAzure, Pki, StoredSecret, VaultMode};
 use common::{
-    assert_not_leaked, check_var_command, env_has_command, output, stderr, stdout, Sandbox,
+    assert_failed, assert_matched, assert_not_leaked, assert_pair_failed, assert_unknown_key,
+    check_var_command, env_has_command, openai, output, run_pair, stderr, stdout, Sandbox,
 };
 
 /// A sandbox, a fake Azure and the credentials it accepts.
@@ -157,27 +158,6 @@ impl Setup {
     }
 }
 
-fn assert_matched(result: &std::process::Output) {
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "keyrun failed: {}",
-        stderr(result)
-    );
-    assert_eq!(stdout(result).trim(), "OPENAI_API_KEY=match");
-}
-
-/// Asserts exit status 125 and returns stderr.
-fn assert_failed(result: &std::process::Output) -> String {
-    assert_eq!(
-        result.status.code(),
-        Some(125),
-        "stderr: {}",
-        stderr(result)
-    );
-    stderr(result)
-}
-
 #[test]
 fn client_secret_injects_value() {
     let setup = setup();
@@ -278,6 +258,37 @@ fn same_secret_read_once() {
         1
     );
     assert_eq!(setup.azure.requests_to("/secrets/").len(), 1);
+}
+
+#[test]
+fn shared_read_error_names_each_reference() {
+    let setup = setup();
+    // The default timeout is 10s, so both references read one secret with
+    // the same settings.
+    let first = setup.reference("no-such-key");
+    let second = setup.reference("no-such-key?timeout=10s");
+    let command = setup.keyrun_secret();
+    let result = run_pair(command, &first, &second);
+    setup.assert_clean(&result);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, &first, &second);
+    assert!(line.contains("404 SecretNotFound"), "{line}");
+    assert_eq!(setup.azure.requests_to("/secrets/").len(), 1);
+}
+
+#[test]
+fn shared_token_error_names_each_reference() {
+    let setup = setup();
+    let first = setup.reference("openai-key");
+    let second = setup.reference("anthropic-key");
+    let mut command = setup.keyrun_secret();
+    command.env("AZURE_CLIENT_SECRET", format!("cs~{}", random_hex(16)));
+    let result = run_pair(command, &first, &second);
+    setup.assert_clean(&result);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, &first, &second);
+    assert!(line.contains("invalid_client"), "{line}");
+    assert!(setup.azure.requests_to("/secrets/").is_empty());
 }
 
 #[test]
@@ -598,6 +609,21 @@ fn untrusted_certificate_names_ssl_cert_file() {
 }
 
 #[test]
+fn ssl_cert_dir_is_trusted() {
+    let setup = setup();
+    let folder = setup.sandbox.path().join("certs");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(&setup.ca, folder.join("test-ca.pem")).unwrap();
+    let mut command = setup.keyrun_secret();
+    command
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", &folder);
+    let result = setup.run_check(command, &setup.reference("openai-key"));
+    assert_matched(&result);
+    setup.assert_clean(&result);
+}
+
+#[test]
 fn profile_section_overrides_top_level() {
     let setup = setup();
     setup.install_working_az();
@@ -632,12 +658,7 @@ fn unknown_section_key_names_line() {
         b"[azure]\nauth = \"cli\"\ntenant = \"x\"\n",
         0o600,
     );
-    let mut command = setup.keyrun();
-    command.args(["--config", config.to_str().unwrap(), "--", "true"]);
-    let message = assert_failed(&output(&mut command));
-    assert!(message.contains("azure.tenant"), "{message}");
-    assert!(message.contains("line 3"), "{message}");
-    assert!(message.contains("tenant_id"), "{message}");
+    assert_unknown_key(setup.keyrun(), &config, "azure.tenant", 3, "tenant_id");
 }
 
 #[test]
@@ -668,31 +689,12 @@ fn memory_clean_with_azure_source() {
 /// Key Vault. Needs `KEYRUN_TEST_PYTHON` (set by tests/run.sh).
 #[test]
 fn openai_client_lists_models() {
-    let Some(python) = std::env::var_os("KEYRUN_TEST_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYRUN_TEST_PYTHON is not set; run tests/run.sh"
-        );
-        eprintln!("skipped: KEYRUN_TEST_PYTHON is not set; run tests/run.sh");
+    let Some(python) = openai::python() else {
         return;
     };
     let setup = setup();
-    let models = ModelsServer::start(&setup.key);
-    let program = "from openai import OpenAI\n\
-                   ids = [model.id for model in OpenAI().models.list()]\n\
-                   print('models:', ','.join(ids))\n";
     let mut command = setup.keyrun_secret();
-    command
-        .env("OPENAI_BASE_URL", models.base_url())
-        .args(["--from", &setup.reference("openai-key"), "--"])
-        .arg(python)
-        .args(["-c", program]);
-    let result = output(&mut command);
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(
-        stdout(&result).trim(),
-        "models: gpt-4o-mini,text-embedding-3-small"
-    );
-    assert_eq!(models.authorized_requests(), 1);
+    command.args(["--from", &setup.reference("openai-key")]);
+    let result = openai::assert_lists_models(command, python, &setup.key);
     setup.assert_clean(&result);
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use common::http::{LoopbackServer, ModelsServer, RawRequest, Response};
+use common::http::{LoopbackServer, ModelsServer, Pki, RawRequest, Response};
 use common::{assert_not_leaked, output, stderr, stdout, Sandbox};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -268,12 +268,13 @@ enum Answer {
     OutOfQuota,
 }
 
-/// A loopback models endpoint for one header style: a request without the
-/// key in that style's header (or, for Azure, without an api-version) gets
-/// 400, so a wrong style cannot pass as another verdict.
-fn stand_in(key: &str, azure: bool, answer: Answer) -> LoopbackServer {
+/// A loopback models endpoint for one header style, over TLS with a
+/// certificate from `pki` when one is given. A request without the key in
+/// that style's header (or, for Azure, without an api-version) gets 400, so
+/// a wrong style cannot pass as another verdict.
+fn stand_in(key: &str, azure: bool, answer: Answer, pki: Option<&Pki>) -> LoopbackServer {
     let key = key.to_string();
-    LoopbackServer::start(None, move |request: &RawRequest| {
+    LoopbackServer::start(pki, move |request: &RawRequest| {
         let header_ok = match azure {
             true => {
                 request.headers.get("api-key") == Some(&key)
@@ -334,7 +335,7 @@ fn assert_cases(azure: bool) {
     for (answer, verdict, status, code) in CASES {
         let sandbox = Sandbox::new();
         let key = common::random_key();
-        let server = stand_in(&key, azure, answer);
+        let server = stand_in(&key, azure, answer, None);
         let base = match azure {
             true => format!("{}/openai", server.url(false)),
             false => format!("{}/v1", server.url(false)),
@@ -364,7 +365,7 @@ fn online_azure_style_verdicts() {
 fn online_azure_style_from_profile() {
     let sandbox = Sandbox::new();
     let key = common::random_key();
-    let server = stand_in(&key, true, Answer::Ok);
+    let server = stand_in(&key, true, Answer::Ok, None);
     let config = write_config(
         &sandbox,
         "default_profile = \"az\"\n[profiles.az]\napi_style = \"azure\"\nenv.OPENAI_API_KEY = \"env:AZ_KEY\"\n",
@@ -424,6 +425,92 @@ fn online_closed_port_unreachable() {
         assert_eq!(online["verdict"], "unreachable", "azure={azure}");
         assert_eq!(online["status"], Value::Null, "azure={azure}");
     }
+}
+
+/// Runs `keyrun check --online --json` with `key` against a TLS stand-in
+/// that accepts it and whose certificate `pki` signed, after `trust` has
+/// pointed keyrun at the CA (or not). Returns the output and the stand-in.
+fn run_online_tls(
+    sandbox: &Sandbox,
+    key: &str,
+    pki: &Pki,
+    trust: impl FnOnce(&mut Command),
+) -> (Output, LoopbackServer) {
+    let server = stand_in(key, false, Answer::Ok, Some(pki));
+    let mut command = check(sandbox, key, &format!("{}/v1", server.url(true)));
+    command.args(["--online", "--json"]);
+    trust(&mut command);
+    let out = output(&mut command);
+    assert_not_leaked(&out.stdout, key, "check's stdout");
+    assert_not_leaked(&out.stderr, key, "check's stderr");
+    (out, server)
+}
+
+/// Asserts that `--online` passed after one accepted request to `server`.
+fn assert_online_accepted(out: &Output, server: &LoopbackServer) {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    let online = &json_of(out)["online"];
+    assert_eq!(online["verdict"], "accepted");
+    assert_eq!(online["status"], 200);
+    assert_eq!(server.count("/"), 1);
+}
+
+#[test]
+fn online_trusts_ssl_cert_file() {
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let pki = Pki::generate();
+    let ca = pki.write_ca(sandbox.path());
+    let (out, server) = run_online_tls(&sandbox, &key, &pki, |command| {
+        command.env("SSL_CERT_FILE", &ca);
+    });
+    assert_online_accepted(&out, &server);
+}
+
+#[test]
+fn online_trusts_ssl_cert_dir() {
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let pki = Pki::generate();
+    let folder = sandbox.path().join("certs");
+    std::fs::create_dir_all(&folder).unwrap();
+    pki.write_ca(&folder);
+    let (out, server) = run_online_tls(&sandbox, &key, &pki, |command| {
+        command.env("SSL_CERT_DIR", &folder);
+    });
+    assert_online_accepted(&out, &server);
+}
+
+#[test]
+fn online_untrusted_certificate_named() {
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let pki = Pki::generate();
+    let (out, server) = run_online_tls(&sandbox, &key, &pki, |_| {});
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let online = &json_of(&out)["online"];
+    assert_eq!(online["verdict"], "unreachable");
+    assert_eq!(online["status"], Value::Null);
+    let detail = online["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("certificate"), "{detail}");
+    assert!(detail.contains("SSL_CERT_FILE"), "{detail}");
+    assert_eq!(server.count("/"), 0);
+}
+
+#[test]
+fn online_missing_ssl_cert_file_rejected() {
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let pki = Pki::generate();
+    let missing = sandbox.path().join("missing-ca.pem");
+    let (out, server) = run_online_tls(&sandbox, &key, &pki, |command| {
+        command.env("SSL_CERT_FILE", &missing);
+    });
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("SSL_CERT_FILE"), "{message}");
+    assert!(message.contains("missing-ca.pem"), "{message}");
+    assert_eq!(server.count("/"), 0);
 }
 
 #[test]

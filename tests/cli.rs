@@ -8,8 +8,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_not_leaked, check_var_command, env_has_command, output, random_key, stderr, stdout,
-    Sandbox,
+    assert_failed, assert_not_leaked, check_var_command, env_has_command, output, random_key,
+    run_with_config, stderr, stdout, Sandbox,
 };
 
 /// Asserts that keyrun failed with its own status and that neither stream
@@ -450,15 +450,7 @@ fn unknown_section_key_names_line() {
         b"[profiles.dev]\nenv.A = \"env:A\"\n\n[command]\ntimout = \"1s\"\n",
         0o600,
     );
-    let result = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
-    assert_eq!(result.status.code(), Some(125));
-    let message = stderr(&result);
+    let message = assert_failed(&run_with_config(sandbox.keyrun(), &config));
     assert!(message.contains("keyrun.conf, line 5"), "{message}");
     assert!(
         message.contains("unknown key `command.timout`"),
@@ -475,15 +467,7 @@ fn unknown_profile_key_names_line() {
         b"[profiles.dev]\nenv.A = \"env:A\"\nunsett = [\"B\"]\n",
         0o600,
     );
-    let result = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
-    assert_eq!(result.status.code(), Some(125));
-    let message = stderr(&result);
+    let message = assert_failed(&run_with_config(sandbox.keyrun(), &config));
     assert!(message.contains("keyrun.conf"), "{message}");
     assert!(message.contains("line 3"), "{message}");
     assert!(message.contains("unknown field `unsett`"), "{message}");
@@ -497,15 +481,7 @@ fn toml_syntax_error_names_line() {
         b"default_profile = \"dev\"\n[profiles.dev\nenv.A = \"env:A\"\n",
         0o600,
     );
-    let result = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
-    assert_eq!(result.status.code(), Some(125));
-    let message = stderr(&result);
+    let message = assert_failed(&run_with_config(sandbox.keyrun(), &config));
     assert!(message.contains("invalid configuration file"), "{message}");
     assert!(message.contains("keyrun.conf"), "{message}");
     assert!(message.contains("line 2"), "{message}");
@@ -519,15 +495,7 @@ fn bad_reference_in_config_rejected() {
         b"[profiles.dev]\nenv.A = \"nosuch:thing\"\n",
         0o600,
     );
-    let result = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
-    assert_eq!(result.status.code(), Some(125));
-    let message = stderr(&result);
+    let message = assert_failed(&run_with_config(sandbox.keyrun(), &config));
     assert!(message.contains("profiles.dev.env.A"), "{message}");
     assert!(message.contains("unknown scheme"), "{message}");
 }
@@ -584,15 +552,7 @@ fn unknown_default_profile_rejected() {
     let mut text = b"default_profile = \"prod\"\n".to_vec();
     text.extend_from_slice(TWO_PROFILES);
     let config = sandbox.write("keyrun.conf", &text, 0o600);
-    let result = output(
-        sandbox
-            .keyrun()
-            .arg("--config")
-            .arg(&config)
-            .args(["--", "true"]),
-    );
-    assert_eq!(result.status.code(), Some(125));
-    let message = stderr(&result);
+    let message = assert_failed(&run_with_config(sandbox.keyrun(), &config));
     assert!(message.contains("default_profile = \"prod\""), "{message}");
     assert!(message.contains("profiles defined: ci, dev"), "{message}");
 }

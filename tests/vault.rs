@@ -11,11 +11,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_not_leaked, check_var_command, env_has_command, output, stderr, stdout, Sandbox,
+    assert_failed, assert_failure_names, assert_matched, assert_not_leaked, assert_pair_failed,
+    check_var_command, env_has_command, failure_line, openai, output, run_pair, stderr, stdout,
+    Sandbox,
 };
 use vault_support::{
-    random_hex, ActionsTokenServer, Behavior, FakeVault, Mode, ModelsServer, Pki, StoredSecret,
-    StoredVersion,
+    random_hex, ActionsTokenServer, Behavior, FakeVault, Mode, Pki, StoredSecret, StoredVersion,
 };
 
 /// A sandbox, a fake Vault and the credentials it accepts.
@@ -133,21 +134,6 @@ impl Setup {
             assert_not_leaked(&result.stderr, &token, "stderr");
         }
     }
-}
-
-fn assert_matched(result: &std::process::Output) {
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "keyrun failed: {}",
-        stderr(result)
-    );
-    assert_eq!(stdout(result).trim(), "OPENAI_API_KEY=match");
-}
-
-fn assert_failed(result: &std::process::Output) -> String {
-    assert_eq!(result.status.code(), Some(125), "{}", stderr(result));
-    stderr(result)
 }
 
 #[test]
@@ -359,6 +345,48 @@ fn fields_of_one_secret_cost_one_read() {
     assert_eq!(stdout(&result).trim(), "both");
     assert_eq!(setup.vault.count("secret/data/openai"), 1);
     assert_eq!(setup.vault.count("sys/internal/ui/mounts"), 1);
+}
+
+#[test]
+fn shared_read_error_names_each_reference() {
+    let setup = setup();
+    let first = "vault:secret/missing#api_key";
+    let second = "vault:secret/missing#org_id";
+    let command = setup.keyrun_token();
+    let result = run_pair(command, first, second);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, first, second);
+    assert!(line.contains("404"), "{line}");
+    assert_eq!(setup.vault.count("secret/data/missing"), 1);
+}
+
+#[test]
+fn missing_field_names_its_reference() {
+    let setup = setup();
+    let first = "vault:secret/openai#api_key";
+    let second = "vault:secret/openai#org_id";
+    let command = setup.keyrun_token();
+    let result = run_pair(command, first, second);
+    setup.assert_clean(&result);
+    let message = assert_failed(&result);
+    assert_failure_names(&message, "SECOND", second, first);
+    let line = failure_line(&message, "SECOND");
+    assert!(line.contains("no field \"org_id\""), "{line}");
+    assert!(!message.contains("FIRST (from"), "{message}");
+    assert_eq!(setup.vault.count("secret/data/openai"), 1);
+}
+
+#[test]
+fn shared_login_error_names_each_reference() {
+    let setup = setup();
+    let first = "vault:secret/openai#api_key";
+    let second = "vault:kv/openai#api_key";
+    let command = setup.keyrun();
+    let result = run_pair(command, first, second);
+    let message = assert_failed(&result);
+    let line = assert_pair_failed(&message, first, second);
+    assert!(line.contains("no Vault token"), "{line}");
+    assert_eq!(setup.vault.targets().len(), 0);
 }
 
 #[test]
@@ -781,32 +809,13 @@ fn memory_clean_with_vault_source() {
 /// Vault. Needs `KEYRUN_TEST_PYTHON` (set by tests/run.sh).
 #[test]
 fn openai_client_lists_models() {
-    let Some(python) = std::env::var_os("KEYRUN_TEST_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYRUN_TEST_PYTHON is not set; run tests/run.sh"
-        );
-        eprintln!("skipped: KEYRUN_TEST_PYTHON is not set; run tests/run.sh");
+    let Some(python) = openai::python() else {
         return;
     };
     let setup = setup();
-    let models = ModelsServer::start(&setup.key);
-    let program = "from openai import OpenAI\n\
-                   ids = [model.id for model in OpenAI().models.list()]\n\
-                   print('models:', ','.join(ids))\n";
     let mut command = setup.keyrun_token();
-    command
-        .env("OPENAI_BASE_URL", models.base_url())
-        .args(["--from", "vault:secret/openai#api_key", "--"])
-        .arg(python)
-        .args(["-c", program]);
-    let result = output(&mut command);
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(
-        stdout(&result).trim(),
-        "models: gpt-4o-mini,text-embedding-3-small"
-    );
-    assert_eq!(models.authorized_requests(), 1);
+    command.args(["--from", "vault:secret/openai#api_key"]);
+    let result = openai::assert_lists_models(command, python, &setup.key);
     setup.assert_clean(&result);
 }
 

@@ -84,11 +84,12 @@ impl Version {
 }
 
 /// One distinct secret version of a batch and the requests that read it.
+/// References that differ only in their `#JSON_KEY`, or in options that
+/// merge to the same settings, share one plan.
 struct Planned {
     secret_id: String,
     version: Version,
     client: ClientOptions,
-    reference: Reference,
     indexes: Vec<usize>,
 }
 
@@ -160,7 +161,6 @@ impl Source for AwsSource {
                             secret_id: secret_id.clone(),
                             version,
                             client,
-                            reference: reference.clone(),
                             indexes: vec![index],
                         }),
                     }
@@ -177,11 +177,13 @@ impl Source for AwsSource {
                             let reference = &requests[index].reference;
                             results[index] = Some(match &result {
                                 Ok(fetched) => pick_field(fetched, plan, reference),
-                                Err(err) => Err(copy_error(err)),
+                                Err(err) => Err(err.for_reference(reference)),
                             });
                         }
                     }
                 }
+                // The runtime serves the whole batch, so its error names no
+                // reference.
                 Err(err) => {
                     for plan in &planned {
                         for &index in &plan.indexes {
@@ -208,7 +210,9 @@ impl Source for AwsSource {
 
 /// Reads each distinct secret version, sharing one client among the
 /// secrets with the same client settings. The clients, and with them the
-/// pooled connections and their buffers, are dropped on return.
+/// pooled connections and their buffers, are dropped on return. The errors
+/// name the secret but no reference, because one plan serves several
+/// references and one client several plans.
 async fn fetch_all(planned: &[Planned]) -> Vec<Result<Fetched, SourceError>> {
     let mut clients: Vec<(ClientOptions, Result<RegionalClient, SourceError>)> = Vec::new();
     let mut results = Vec::with_capacity(planned.len());
@@ -219,7 +223,7 @@ async fn fetch_all(planned: &[Planned]) -> Vec<Result<Fetched, SourceError>> {
         {
             Some(position) => position,
             None => {
-                let client = build_client(&plan.client, &plan.reference).await;
+                let client = build_client(&plan.client).await;
                 clients.push((plan.client.clone(), client));
                 clients.len() - 1
             }
@@ -241,10 +245,7 @@ struct RegionalClient {
 
 /// Loads the shared AWS configuration for one set of client settings and
 /// builds a Secrets Manager client.
-async fn build_client(
-    options: &ClientOptions,
-    reference: &Reference,
-) -> Result<RegionalClient, SourceError> {
+async fn build_client(options: &ClientOptions) -> Result<RegionalClient, SourceError> {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(options.timeout)
         .operation_timeout(options.timeout)
@@ -272,10 +273,8 @@ async fn build_client(
         return Err(SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: no AWS region is set for secret {}; set region= in the reference, \
-                 region under [aws] in the keyrun configuration, AWS_REGION, or region in the \
-                 AWS profile{}",
-                reference.rest,
+                "no AWS region is set; set region= in the reference, region under [aws] in the \
+                 keyrun configuration, AWS_REGION, or region in the AWS profile{}",
                 options
                     .profile
                     .as_ref()
@@ -333,9 +332,8 @@ fn read_output(
                 return Err(SourceError::new(
                     ErrorKind::Invalid,
                     format!(
-                        "{}: {secret} holds a SecretBinary that is not UTF-8 text, which no \
-                         environment variable can carry; store the key as SecretString",
-                        plan.reference
+                        "{secret} holds a SecretBinary that is not UTF-8 text, which no \
+                         environment variable can carry; store the key as SecretString"
                     ),
                 ));
             }
@@ -347,9 +345,9 @@ fn read_output(
         return Err(SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{}: {secret} has an empty value; store the key with `aws secretsmanager \
+                "{secret} has an empty value; store the key with `aws secretsmanager \
                  put-secret-value --secret-id {} --secret-string ...`",
-                plan.reference, plan.secret_id
+                plan.secret_id
             ),
         ));
     }
@@ -451,7 +449,6 @@ fn request_error(
     plan: &Planned,
     region: &str,
 ) -> SourceError {
-    let reference = &plan.reference;
     let secret = describe_secret(plan, region);
     let id = &plan.secret_id;
 
@@ -467,7 +464,7 @@ fn request_error(
         SdkError::TimeoutError(_) => SourceError::new(
             ErrorKind::TimedOut,
             format!(
-                "{reference}: Secrets Manager at {} did not answer within {} for {secret}; check \
+                "Secrets Manager at {} did not answer within {} for {secret}; check \
                  the network and the endpoint, or raise timeout=",
                 endpoint(plan, region),
                 format_duration(plan.client.timeout)
@@ -480,7 +477,7 @@ fn request_error(
                 SourceError::new(
                     ErrorKind::Unreachable,
                     format!(
-                        "{reference}: Secrets Manager at {} refused the connection for {secret} \
+                        "Secrets Manager at {} refused the connection for {secret} \
                          ({MAX_ATTEMPTS} attempts); check endpoint_url, \
                          AWS_ENDPOINT_URL_SECRETS_MANAGER and AWS_ENDPOINT_URL",
                         endpoint(plan, region)
@@ -490,7 +487,7 @@ fn request_error(
                 SourceError::new(
                     ErrorKind::TimedOut,
                     format!(
-                        "{reference}: connecting to Secrets Manager at {} timed out after {} for \
+                        "connecting to Secrets Manager at {} timed out after {} for \
                          {secret}; check the network, a proxy (HTTPS_PROXY) and the endpoint",
                         endpoint(plan, region),
                         format_duration(plan.client.timeout)
@@ -500,7 +497,7 @@ fn request_error(
                 SourceError::new(
                     ErrorKind::Unreachable,
                     format!(
-                        "{reference}: cannot reach Secrets Manager at {} for {secret} ({}); check \
+                        "cannot reach Secrets Manager at {} for {secret} ({}); check \
                          the network and the endpoint",
                         endpoint(plan, region),
                         error_chain(err)
@@ -511,7 +508,7 @@ fn request_error(
         SdkError::ResponseError(_) => SourceError::new(
             ErrorKind::Unreachable,
             format!(
-                "{reference}: Secrets Manager at {} sent a response for {secret} that the SDK \
+                "Secrets Manager at {} sent a response for {secret} that the SDK \
                  cannot read ({}); check that the endpoint is Secrets Manager",
                 endpoint(plan, region),
                 error_chain(err)
@@ -520,7 +517,7 @@ fn request_error(
         _ => SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: the GetSecretValue request for {id} in region {region} failed: {}",
+                "the GetSecretValue request for {id} in region {region} failed: {}",
                 error_chain(err)
             ),
         ),
@@ -533,7 +530,6 @@ fn service_error(
     plan: &Planned,
     region: &str,
 ) -> SourceError {
-    let reference = &plan.reference;
     let secret = describe_secret(plan, region);
     let id = &plan.secret_id;
     let details = describe_service_error(error);
@@ -542,7 +538,7 @@ fn service_error(
         GetSecretValueError::ResourceNotFoundException(_) => SourceError::new(
             ErrorKind::NotFound,
             format!(
-                "{reference}: {secret} was not found ({details}); check the name or ARN, the \
+                "{secret} was not found ({details}); check the name or ARN, the \
                  version and the region, for example with `aws secretsmanager list-secrets \
                  --region {region}`"
             ),
@@ -550,7 +546,7 @@ fn service_error(
         GetSecretValueError::DecryptionFailure(_) => SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{reference}: Secrets Manager cannot decrypt {secret} ({details}); grant the \
+                "Secrets Manager cannot decrypt {secret} ({details}); grant the \
                  identity kms:Decrypt on the secret's KMS key, in the key policy or an IAM \
                  policy, and check that the key is enabled"
             ),
@@ -558,7 +554,7 @@ fn service_error(
         GetSecretValueError::InvalidRequestException(_) => SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: Secrets Manager rejected the request for {secret} ({details}); if \
+                "Secrets Manager rejected the request for {secret} ({details}); if \
                  the secret is scheduled for deletion, restore it with `aws secretsmanager \
                  restore-secret --secret-id {id} --region {region}`"
             ),
@@ -566,7 +562,7 @@ fn service_error(
         GetSecretValueError::InvalidParameterException(_) => SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: Secrets Manager rejected a parameter of the request for {secret} \
+                "Secrets Manager rejected a parameter of the request for {secret} \
                  ({details}); check the secret id, version_id and version_stage"
             ),
         ),
@@ -575,7 +571,7 @@ fn service_error(
             Some("AccessDeniedException") => SourceError::new(
                 ErrorKind::Denied,
                 format!(
-                    "{reference}: access to {secret} was denied ({details}); grant the identity \
+                    "access to {secret} was denied ({details}); grant the identity \
                      secretsmanager:GetSecretValue on the secret in an IAM policy (and in the \
                      secret's resource policy, if it has one), or use another profile"
                 ),
@@ -588,7 +584,7 @@ fn service_error(
             ) => SourceError::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "{reference}: Secrets Manager throttled the reads of {secret} ({details}, \
+                    "Secrets Manager throttled the reads of {secret} ({details}, \
                      {MAX_ATTEMPTS} attempts with backoff); try again later, or spread out the \
                      reads"
                 ),
@@ -602,7 +598,7 @@ fn service_error(
             ) => SourceError::new(
                 ErrorKind::Denied,
                 format!(
-                    "{reference}: Secrets Manager rejected the AWS credentials for {secret} \
+                    "Secrets Manager rejected the AWS credentials for {secret} \
                      ({details}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and \
                      AWS_SESSION_TOKEN or the profile, or renew them (`aws sso login`)"
                 ),
@@ -610,7 +606,7 @@ fn service_error(
             _ if status >= 500 => unavailable(plan, region, &details),
             _ => SourceError::new(
                 ErrorKind::Invalid,
-                format!("{reference}: GetSecretValue failed for {secret} ({details})"),
+                format!("GetSecretValue failed for {secret} ({details})"),
             ),
         },
     }
@@ -620,16 +616,14 @@ fn unavailable(plan: &Planned, region: &str, details: &str) -> SourceError {
     SourceError::new(
         ErrorKind::Unreachable,
         format!(
-            "{}: Secrets Manager failed to return {} ({details}, {MAX_ATTEMPTS} attempts with \
+            "Secrets Manager failed to return {} ({details}, {MAX_ATTEMPTS} attempts with \
              backoff); try again later",
-            plan.reference,
             describe_secret(plan, region)
         ),
     )
 }
 
 fn credentials_error(error: &CredentialsError, plan: &Planned, region: &str) -> SourceError {
-    let reference = &plan.reference;
     let secret = describe_secret(plan, region);
     match error {
         CredentialsError::CredentialsNotLoaded(_) => {
@@ -643,7 +637,7 @@ fn credentials_error(error: &CredentialsError, plan: &Planned, region: &str) -> 
             SourceError::new(
                 ErrorKind::Denied,
                 format!(
-                    "{reference}: no AWS credentials found to read {secret}; tried the \
+                    "no AWS credentials found to read {secret}; tried the \
                      environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the shared config \
                      and credentials files (~/.aws/config, ~/.aws/credentials, profile {}), web \
                      identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the ECS container \
@@ -661,7 +655,7 @@ fn credentials_error(error: &CredentialsError, plan: &Planned, region: &str) -> 
         CredentialsError::ProviderTimedOut(_) => SourceError::new(
             ErrorKind::TimedOut,
             format!(
-                "{reference}: loading AWS credentials to read {secret} timed out ({}); check the \
+                "loading AWS credentials to read {secret} timed out ({}); check the \
                  credential source of the profile, or set AWS_ACCESS_KEY_ID and \
                  AWS_SECRET_ACCESS_KEY",
                 error_chain(error)
@@ -670,7 +664,7 @@ fn credentials_error(error: &CredentialsError, plan: &Planned, region: &str) -> 
         CredentialsError::InvalidConfiguration(_) => SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: the AWS credential configuration is invalid ({}); fix \
+                "the AWS credential configuration is invalid ({}); fix \
                  ~/.aws/config or the AWS_* variables",
                 error_chain(error)
             ),
@@ -678,7 +672,7 @@ fn credentials_error(error: &CredentialsError, plan: &Planned, region: &str) -> 
         _ => SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{reference}: loading AWS credentials to read {secret} failed ({}); renew them \
+                "loading AWS credentials to read {secret} failed ({}); renew them \
                  (`aws sso login`) or check the profile",
                 error_chain(error)
             ),
@@ -766,18 +760,20 @@ fn copy_error(err: &SourceError) -> SourceError {
 mod tests {
     use super::*;
 
-    fn planned(text: &str) -> Planned {
+    /// Plans one request for `text`; returns the plan and the parsed
+    /// reference.
+    fn planned(text: &str) -> (Planned, Reference) {
         let reference = Reference::parse(text).unwrap();
         let config = crate::config::Config::default();
         let settings = Settings::new(&config, None, "aws", &reference);
         let (client, version) = read_options(&settings, &reference).unwrap();
-        Planned {
+        let plan = Planned {
             secret_id: reference.rest.clone(),
             version,
             client,
-            reference,
             indexes: vec![0],
-        }
+        };
+        (plan, reference)
     }
 
     fn fetched(value: &str) -> Fetched {
@@ -791,7 +787,7 @@ mod tests {
 
     #[test]
     fn default_version_is_awscurrent() {
-        let plan = planned("aws-sm:prod/openai");
+        let (plan, _) = planned("aws-sm:prod/openai");
         assert_eq!(plan.version.version_id, None);
         assert_eq!(plan.version.version_stage.as_deref(), Some("AWSCURRENT"));
         assert_eq!(plan.client.timeout, DEFAULT_TIMEOUT);
@@ -799,14 +795,14 @@ mod tests {
 
     #[test]
     fn version_id_sends_no_default_stage() {
-        let plan = planned("aws-sm:prod/openai?version_id=abc");
+        let (plan, _) = planned("aws-sm:prod/openai?version_id=abc");
         assert_eq!(plan.version.version_id.as_deref(), Some("abc"));
         assert_eq!(plan.version.version_stage, None);
     }
 
     #[test]
     fn options_are_read() {
-        let plan = planned(
+        let (plan, _) = planned(
             "aws-sm:arn:aws:secretsmanager:eu-west-1:1:secret:x?region=eu-west-1&profile=ci&endpoint_url=http://127.0.0.1:1&timeout=2s&version_stage=AWSPREVIOUS",
         );
         assert_eq!(
@@ -825,11 +821,11 @@ mod tests {
 
     #[test]
     fn json_field_is_picked() {
-        let plan = planned("aws-sm:x#api_key");
+        let (plan, reference) = planned("aws-sm:x#api_key");
         let value = json_field(
             &fetched(r#"{"api_key":"sk-1","org":"o"}"#),
             &plan,
-            &plan.reference,
+            &reference,
             "api_key",
         )
         .unwrap();
@@ -838,11 +834,11 @@ mod tests {
 
     #[test]
     fn missing_field_lists_names_only() {
-        let plan = planned("aws-sm:x#nope");
+        let (plan, reference) = planned("aws-sm:x#nope");
         let err = json_field(
             &fetched(r#"{"api_key":"sk-hidden","org":"o-hidden"}"#),
             &plan,
-            &plan.reference,
+            &reference,
             "nope",
         )
         .unwrap_err();
@@ -853,13 +849,13 @@ mod tests {
 
     #[test]
     fn field_of_non_object_is_rejected() {
-        let plan = planned("aws-sm:x#k");
+        let (plan, reference) = planned("aws-sm:x#k");
         for (value, shape) in [
             ("[1,2]", "JSON array"),
             ("sk-plain", "not valid JSON"),
             ("\"s\"", "JSON string"),
         ] {
-            let err = json_field(&fetched(value), &plan, &plan.reference, "k").unwrap_err();
+            let err = json_field(&fetched(value), &plan, &reference, "k").unwrap_err();
             assert_eq!(err.kind, ErrorKind::Invalid);
             assert!(err.message.contains(shape), "{}", err.message);
             assert!(!err.message.contains("sk-plain"), "{}", err.message);
@@ -868,9 +864,8 @@ mod tests {
 
     #[test]
     fn nested_field_is_rejected() {
-        let plan = planned("aws-sm:x#k");
-        let err =
-            json_field(&fetched(r#"{"k":{"a":1}}"#), &plan, &plan.reference, "k").unwrap_err();
+        let (plan, reference) = planned("aws-sm:x#k");
+        let err = json_field(&fetched(r#"{"k":{"a":1}}"#), &plan, &reference, "k").unwrap_err();
         assert!(err.message.contains("JSON object, not a string"));
     }
 }

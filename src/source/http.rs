@@ -50,26 +50,21 @@ pub enum TransportError {
 impl TransportError {
     /// Converts the failure of an exchange with `peer` (such as "Key Vault
     /// at https://x.vault.azure.net") into an error with the fix for its
-    /// cause, worded for the source by `advice`.
-    pub fn into_source_error(
-        self,
-        prefix: &str,
-        peer: &str,
-        timeout: Duration,
-        advice: &Advice,
-    ) -> SourceError {
+    /// cause, worded for the source by `advice`. The message names no
+    /// reference, because one exchange may serve several.
+    pub fn into_source_error(self, peer: &str, timeout: Duration, advice: &Advice) -> SourceError {
         match self {
             TransportError::Refused => SourceError::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "{prefix}: the connection to {peer} was refused; check the host and port, \
+                    "the connection to {peer} was refused; check the host and port, \
                      and that nothing blocks it"
                 ),
             ),
             TransportError::TimedOut => SourceError::new(
                 ErrorKind::TimedOut,
                 format!(
-                    "{prefix}: {peer} did not answer within {}; check the network or a proxy \
+                    "{peer} did not answer within {}; check the network or a proxy \
                      (HTTPS_PROXY), or raise timeout under [{}]",
                     humanize(timeout),
                     advice.section
@@ -78,13 +73,13 @@ impl TransportError {
             TransportError::Certificate(detail) => SourceError::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "{prefix}: the TLS certificate of {peer} was rejected ({detail}); {}",
+                    "the TLS certificate of {peer} was rejected ({detail}); {}",
                     advice.certificate
                 ),
             ),
             TransportError::Other(detail) => SourceError::new(
                 ErrorKind::Unreachable,
-                format!("{prefix}: the request to {peer} failed: {detail}"),
+                format!("the request to {peer} failed: {detail}"),
             ),
         }
     }
@@ -194,6 +189,19 @@ fn classify(err: reqwest::Error) -> TransportError {
     TransportError::Other(error_chain(err))
 }
 
+/// Returns the reason the server's certificate was rejected, when that is
+/// why `err` failed.
+pub fn certificate_rejection(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(current) = source {
+        if let Some(TransportError::Certificate(reason)) = classify_cause(current) {
+            return Some(reason);
+        }
+        source = current.source();
+    }
+    None
+}
+
 fn classify_cause(cause: &(dyn std::error::Error + 'static)) -> Option<TransportError> {
     if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
         return Some(match tls {
@@ -263,6 +271,92 @@ pub fn load_pem_certificates(
     Ok(certificates)
 }
 
+/// Reads the CA certificates that `SSL_CERT_FILE` (a PEM file) and
+/// `SSL_CERT_DIR` (folders of PEM files, separated by `:`) name, as OpenSSL
+/// reads them, for a client to add to its roots. `label` starts the
+/// messages.
+///
+/// Loading them here reports a missing or invalid file, and trusts them on
+/// macOS too, where reqwest's platform verifier ignores the variables.
+// NOTE: on Linux the platform verifier (rustls-platform-verifier 0.7 with
+// rustls-native-certs 0.8) reads these variables itself and then loads
+// them in place of the system's roots, so a client trusts only them.
+pub fn load_ssl_cert_env(label: &str) -> Result<Vec<reqwest::Certificate>, SourceError> {
+    let mut certificates = Vec::new();
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+        let path = std::path::PathBuf::from(path);
+        certificates.extend(load_pem_certificates("SSL_CERT_FILE", &path, label)?);
+        tracing::debug!(path = %path.display(), "{label}: trusting SSL_CERT_FILE");
+    }
+    if let Some(folders) = std::env::var_os("SSL_CERT_DIR") {
+        for folder in std::env::split_paths(&folders).filter(|f| !f.as_os_str().is_empty()) {
+            certificates.extend(load_ssl_cert_folder(&folder, label)?);
+        }
+    }
+    Ok(certificates)
+}
+
+/// Reads the certificates of the files in one `SSL_CERT_DIR` folder. As in
+/// OpenSSL, a folder that does not exist and a file that contains no
+/// certificate (a README, a CRL) are skipped.
+fn load_ssl_cert_folder(
+    folder: &Path,
+    label: &str,
+) -> Result<Vec<reqwest::Certificate>, SourceError> {
+    let shown = folder.display();
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!("{label}: SSL_CERT_DIR lists {shown}, which does not exist; skipped");
+            return Ok(Vec::new());
+        }
+        Err(err) => {
+            return Err(SourceError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{label}: cannot read the folder {shown} in SSL_CERT_DIR: {err}; point                      SSL_CERT_DIR at folders of PEM CA certificates or unset it"
+                ),
+            ))
+        }
+    };
+    let mut certificates = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|err| {
+                SourceError::new(
+                    ErrorKind::Invalid,
+                    format!("{label}: cannot list the folder {shown} in SSL_CERT_DIR: {err}"),
+                )
+            })?
+            .path();
+        // `is_file` follows the symlinks that `openssl rehash` makes.
+        if !path.is_file() {
+            continue;
+        }
+        let pem = std::fs::read(&path).map_err(|err| {
+            SourceError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{label}: cannot read {} in SSL_CERT_DIR: {err}",
+                    path.display()
+                ),
+            )
+        })?;
+        let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+            SourceError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{label}: {} in SSL_CERT_DIR is not a PEM file of certificates: {err}",
+                    path.display()
+                ),
+            )
+        })?;
+        certificates.extend(found);
+    }
+    tracing::debug!(folder = %shown, count = certificates.len(), "{label}: trusting SSL_CERT_DIR");
+    Ok(certificates)
+}
+
 /// A duration as a user writes it: `10s`, `500ms`.
 pub fn humanize(duration: Duration) -> String {
     if duration.subsec_millis() == 0 {
@@ -284,6 +378,33 @@ mod tests {
             assert!(wait <= ceiling, "attempt {attempt}: {wait:?}");
             assert!(wait >= ceiling / 2, "attempt {attempt}: {wait:?}");
         }
+    }
+
+    #[test]
+    fn cert_folder_skips_files_without_certificates() {
+        let folder = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(folder.path().join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(folder.path().join("README"), "CA certificates\n").unwrap();
+        std::fs::write(
+            folder.path().join("revoked.crl"),
+            "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        std::fs::create_dir(folder.path().join("java")).unwrap();
+        let found = load_ssl_cert_folder(folder.path(), "test").unwrap();
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn missing_cert_folder_is_skipped() {
+        let folder = tempfile::tempdir().unwrap();
+        let found = load_ssl_cert_folder(&folder.path().join("absent"), "test").unwrap();
+        assert!(found.is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod azure;
 mod command;
 mod env;
 mod file;
-mod http;
+pub mod http;
 pub mod keyring;
 mod vault;
 
@@ -97,6 +97,13 @@ impl SourceError {
             kind,
             message: message.into(),
         }
+    }
+
+    /// Copies the error of a step that several requests share, such as one
+    /// client, login or read, for one of those requests. The shared message
+    /// names no reference, so each copy starts with its own request's.
+    pub fn for_reference(&self, reference: &Reference) -> SourceError {
+        SourceError::new(self.kind, format!("{reference}: {}", self.message))
     }
 }
 

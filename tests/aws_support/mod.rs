@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub use crate::common::http::{random_hex, LoopbackServer, ModelsServer, Response};
+pub use crate::common::http::{random_hex, LoopbackServer, Response};
 
 /// The region the tests create secrets in and give keyrun.
 pub const REGION: &str = "us-east-1";

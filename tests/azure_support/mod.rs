@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-pub use crate::common::http::{parse_form, random_hex, ModelsServer, Pki};
+pub use crate::common::http::{parse_form, random_hex, Pki};
 use crate::common::http::{read_request, write_response, RawRequest, Response};
 
 /// One secret version the fake vault stores.

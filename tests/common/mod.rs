@@ -9,6 +9,7 @@ pub mod http;
 pub mod keyutils;
 #[cfg(target_os = "linux")]
 pub mod memory;
+pub mod openai;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -81,6 +82,16 @@ pub fn random_key() -> String {
     format!("sk-test-{hex}")
 }
 
+/// Reports that a test cannot run because `variable`, which tests/run.sh
+/// sets, is not set. Under CI that is a failure, elsewhere a skip.
+pub fn report_unset(variable: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{variable} is not set; run tests/run.sh"
+    );
+    eprintln!("skipped: {variable} is not set; run tests/run.sh");
+}
+
 /// Runs a command and returns its output; panics if it cannot start.
 pub fn output(command: &mut Command) -> Output {
     command.output().expect("keyrun runs")
@@ -92,6 +103,87 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that keyrun exited 0 and that the child of
+/// [`check_var_command`] found OPENAI_API_KEY equal to the expected value.
+pub fn assert_matched(result: &Output) {
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "keyrun failed: {}",
+        stderr(result)
+    );
+    assert_eq!(stdout(result).trim(), "OPENAI_API_KEY=match");
+}
+
+/// Asserts exit status 125, with which keyrun reports its own failure,
+/// and returns stderr.
+pub fn assert_failed(result: &Output) -> String {
+    assert_eq!(
+        result.status.code(),
+        Some(125),
+        "stderr: {}",
+        stderr(result)
+    );
+    stderr(result)
+}
+
+/// Returns the part of keyrun's stderr that reports the failure of the
+/// variable `var`, which keyrun writes as `VAR (from ORIGIN): MESSAGE`.
+pub fn failure_line<'a>(stderr: &'a str, var: &str) -> &'a str {
+    let start = format!("{var} (from ");
+    stderr
+        .lines()
+        .find_map(|line| line.find(&start).map(|at| &line[at..]))
+        .unwrap_or_else(|| panic!("no failure of {var} in: {stderr}"))
+}
+
+/// Asserts that keyrun's failure of `var` names `reference`, and not
+/// `other`, the reference of another variable of the same batch.
+pub fn assert_failure_names(stderr: &str, var: &str, reference: &str, other: &str) {
+    let line = failure_line(stderr, var);
+    assert!(line.contains(&format!("): {reference}: ")), "{line}");
+    assert!(!line.contains(&format!("): {other}: ")), "{line}");
+}
+
+/// Runs `command` with the variables FIRST and SECOND set to the
+/// references `first` and `second`, which keyrun resolves in one batch,
+/// and `true` as the child.
+pub fn run_pair(mut command: Command, first: &str, second: &str) -> Output {
+    command.args(["--set", &format!("FIRST={first}")]).args([
+        "--set",
+        &format!("SECOND={second}"),
+        "--",
+        "true",
+    ]);
+    output(&mut command)
+}
+
+/// Asserts that both variables of [`run_pair`] failed, each with a message
+/// that names its own reference and not the other's. Returns the failure
+/// of SECOND.
+pub fn assert_pair_failed<'a>(stderr: &'a str, first: &str, second: &str) -> &'a str {
+    assert_failure_names(stderr, "FIRST", first, second);
+    assert_failure_names(stderr, "SECOND", second, first);
+    failure_line(stderr, "SECOND")
+}
+
+/// Runs `command` with `config` as its configuration file and `true` as
+/// the child.
+pub fn run_with_config(mut command: Command, config: &Path) -> Output {
+    command.arg("--config").arg(config).args(["--", "true"]);
+    output(&mut command)
+}
+
+/// Asserts that `command` rejects the configuration file `config` with a
+/// message that names the unknown key `name`, its line `line`, and
+/// `known`, the key of that section the user probably meant.
+pub fn assert_unknown_key(command: Command, config: &Path, name: &str, line: usize, known: &str) {
+    let message = assert_failed(&run_with_config(command, config));
+    assert!(message.contains(name), "{message}");
+    assert!(message.contains(&format!("line {line}")), "{message}");
+    assert!(message.contains(known), "{message}");
 }
 
 /// Asserts that `haystack` does not contain `secret`, without printing the

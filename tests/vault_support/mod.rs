@@ -30,9 +30,7 @@
 
 use std::sync::{Arc, Mutex};
 
-pub use crate::common::http::{
-    random_hex, LoopbackServer, ModelsServer, Pki, RawRequest, Response,
-};
+pub use crate::common::http::{random_hex, LoopbackServer, Pki, RawRequest, Response};
 
 /// One version of a stored secret.
 #[derive(Clone, Debug)]

@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::http::{humanize, Http, Reply, ADVICE};
 use super::{AuthMethod, ErrorKind, Options, SourceError};
-use crate::reference::Reference;
 use crate::secret::{self, Secret};
 
 /// The identity platform of the public cloud; `AZURE_AUTHORITY_HOST`
@@ -106,7 +105,6 @@ struct Request<'a> {
     env: &'a Env,
     options: &'a Options,
     resource: &'a str,
-    reference: &'a Reference,
 }
 
 impl Request<'_> {
@@ -129,10 +127,7 @@ impl Request<'_> {
     }
 
     fn fail(&self, kind: ErrorKind, message: String) -> Attempt {
-        Attempt::Failed(SourceError::new(
-            kind,
-            format!("{}: {message}", self.reference),
-        ))
+        Attempt::Failed(SourceError::new(kind, message))
     }
 }
 
@@ -163,14 +158,12 @@ pub async fn acquire(
     env: &Env,
     options: &Options,
     resource: &str,
-    reference: &Reference,
 ) -> Result<Token, SourceError> {
     let request = Request {
         http,
         env,
         options,
         resource,
-        reference,
     };
 
     if options.auth != AuthMethod::Auto {
@@ -180,7 +173,7 @@ pub async fn acquire(
             Err(Attempt::Unavailable(why)) => Err(SourceError::new(
                 ErrorKind::Invalid,
                 format!(
-                    "{reference}: auth = \"{}\" cannot be used: {why}",
+                    "auth = \"{}\" cannot be used: {why}",
                     setting_name(options.auth)
                 ),
             )),
@@ -210,7 +203,7 @@ pub async fn acquire(
     Err(SourceError::new(
         ErrorKind::Denied,
         format!(
-            "{reference}: no Azure credential is available; auto tried {}. Set AZURE_TENANT_ID, \
+            "no Azure credential is available; auto tried {}. Set AZURE_TENANT_ID, \
              AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, run `az login`, or choose auth under [azure]",
             tried.join(", ")
         ),
@@ -428,7 +421,6 @@ async fn token_endpoint(
         .await
         .map_err(|err| {
             Attempt::Failed(err.into_source_error(
-                &request.reference.to_string(),
                 &format!("the token endpoint {url}"),
                 timeout,
                 &ADVICE,
@@ -539,14 +531,8 @@ async fn managed_identity(request: &Request<'_>, explicit: bool) -> Result<Token
     };
 
     let peer = format!("the managed identity endpoint {url}");
-    let reply = reply.map_err(|err| {
-        Attempt::Failed(err.into_source_error(
-            &request.reference.to_string(),
-            &peer,
-            timeout,
-            &ADVICE,
-        ))
-    })?;
+    let reply =
+        reply.map_err(|err| Attempt::Failed(err.into_source_error(&peer, timeout, &ADVICE)))?;
     if !reply.status.is_success() {
         let details = TokenError::parse(&reply).describe();
         let which = match client_id {

@@ -1,5 +1,5 @@
-//! The HTTP side of the Azure source: the rustls clients, a custom CA from
-//! `SSL_CERT_FILE`, and the Azure wording of the shared retry and error
+//! The HTTP side of the Azure source: the rustls clients, custom CAs from
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR`, and the Azure wording of the shared retry and error
 //! handling in [`crate::source::http`].
 
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub struct Http {
 
 impl Http {
     pub fn new() -> Result<Http, SourceError> {
-        let extra_roots = load_ssl_cert_file()?;
+        let extra_roots = shared::load_ssl_cert_env("azure-kv")?;
         let user_agent = concat!("keyrun/", env!("CARGO_PKG_VERSION"));
         let build_error = |err: reqwest::Error| {
             SourceError::new(
@@ -87,21 +87,9 @@ pub fn bearer(token: &Secret) -> Result<HeaderValue, SourceError> {
     let mut value = HeaderValue::from_bytes(&text).map_err(|_| {
         SourceError::new(
             ErrorKind::Invalid,
-            "azure-kv: the access token contains bytes an HTTP header cannot carry",
+            "the access token contains bytes an HTTP header cannot carry",
         )
     })?;
     value.set_sensitive(true);
     Ok(value)
-}
-
-/// Reads the CA bundle named by `SSL_CERT_FILE`, which the HTTPS clients
-/// trust in addition to the system's roots.
-fn load_ssl_cert_file() -> Result<Vec<reqwest::Certificate>, SourceError> {
-    let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let path = std::path::PathBuf::from(path);
-    let certificates = shared::load_pem_certificates("SSL_CERT_FILE", &path, "azure-kv")?;
-    tracing::debug!(path = %path.display(), count = certificates.len(), "azure-kv: trusting SSL_CERT_FILE");
-    Ok(certificates)
 }

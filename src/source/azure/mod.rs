@@ -209,10 +209,11 @@ fn read_options(settings: &Settings<'_>, reference: &Reference) -> Result<Option
 }
 
 /// One distinct secret of a batch and the requests that name it.
+/// References that differ only in options that merge to the same settings
+/// share one plan.
 struct Planned {
     id: SecretId,
     options: Options,
-    reference: Reference,
     indexes: Vec<usize>,
 }
 
@@ -243,7 +244,6 @@ impl Source for AzureSource {
                         None => planned.push(Planned {
                             id,
                             options,
-                            reference: reference.clone(),
                             indexes: vec![index],
                         }),
                     }
@@ -252,15 +252,21 @@ impl Source for AzureSource {
         }
 
         if !planned.is_empty() {
-            match context.runtime.get() {
-                Ok(runtime) => {
-                    let fetched = runtime.block_on(fetch_all(&planned));
+            let fetched = match context.runtime.get() {
+                Ok(runtime) => runtime.block_on(fetch_all(&planned)),
+                Err(err) => Err(err),
+            };
+            match fetched {
+                Ok(fetched) => {
                     for (plan, result) in planned.iter().zip(fetched) {
                         for &index in &plan.indexes {
-                            results[index] = Some(copy_result(&result));
+                            let reference = &requests[index].reference;
+                            results[index] = Some(copy_result(&result, reference));
                         }
                     }
                 }
+                // The runtime and the HTTP clients serve the whole batch, so
+                // their errors name no reference.
                 Err(err) => {
                     for plan in &planned {
                         for &index in &plan.indexes {
@@ -288,12 +294,13 @@ impl Source for AzureSource {
 /// Fetches each distinct secret, sharing one token among the secrets that
 /// use the same settings and cloud. The HTTP clients are dropped on return,
 /// so no pooled connection outlives the batch.
-async fn fetch_all(planned: &[Planned]) -> Vec<Result<Resolved, SourceError>> {
+///
+/// Returns one result per plan. One token serves several plans and one
+/// read several references, so those errors name no reference. The error
+/// of the HTTP clients' setup fails the whole batch.
+async fn fetch_all(planned: &[Planned]) -> Result<Vec<Result<Resolved, SourceError>>, SourceError> {
     let env = credential::Env::capture();
-    let http = match http::Http::new() {
-        Ok(http) => http,
-        Err(err) => return planned.iter().map(|_| Err(copy_error(&err))).collect(),
-    };
+    let http = http::Http::new()?;
 
     let mut tokens: Vec<((Options, String), Result<credential::Token, SourceError>)> = Vec::new();
     let mut results = Vec::with_capacity(planned.len());
@@ -302,15 +309,14 @@ async fn fetch_all(planned: &[Planned]) -> Vec<Result<Resolved, SourceError>> {
         let position = match tokens.iter().position(|(k, _)| *k == key) {
             Some(position) => position,
             None => {
-                let token =
-                    credential::acquire(&http, &env, &plan.options, &key.1, &plan.reference).await;
+                let token = credential::acquire(&http, &env, &plan.options, &key.1).await;
                 tokens.push((key, token));
                 tokens.len() - 1
             }
         };
         let result = match &tokens[position].1 {
             Err(err) => Err(copy_error(err)),
-            Ok(token) => vault::get_secret(&http, &plan.id, &plan.reference, token, &plan.options)
+            Ok(token) => vault::get_secret(&http, &plan.id, token, &plan.options)
                 .await
                 .map(|mut resolved| {
                     resolved.credential_env = env.credential_env();
@@ -319,16 +325,21 @@ async fn fetch_all(planned: &[Planned]) -> Vec<Result<Resolved, SourceError>> {
         };
         results.push(result);
     }
-    results
+    Ok(results)
 }
 
 fn copy_error(err: &SourceError) -> SourceError {
     SourceError::new(err.kind, err.message.clone())
 }
 
-fn copy_result(result: &Result<Resolved, SourceError>) -> Result<Resolved, SourceError> {
+/// Copies a plan's result for one of its requests, whose reference an
+/// error then names.
+fn copy_result(
+    result: &Result<Resolved, SourceError>,
+    reference: &Reference,
+) -> Result<Resolved, SourceError> {
     match result {
-        Err(err) => Err(copy_error(err)),
+        Err(err) => Err(err.for_reference(reference)),
         Ok(resolved) => Ok(Resolved {
             value: resolved.value.duplicate(),
             version: resolved.version.clone(),

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use super::credential::Token;
 use super::http::{bearer, Http, Reply, ADVICE};
 use super::{ErrorKind, Options, Resolved, SecretId, SourceError};
-use crate::reference::Reference;
 use crate::secret::Secret;
 
 /// The Key Vault data-plane API version keyrun requests, the one of the
@@ -87,7 +86,6 @@ impl KeyVaultError {
 pub async fn get_secret(
     http: &Http,
     id: &SecretId,
-    reference: &Reference,
     token: &Token,
     options: &Options,
 ) -> Result<Resolved, SourceError> {
@@ -107,7 +105,6 @@ pub async fn get_secret(
         .await
         .map_err(|err| {
             err.into_source_error(
-                &reference.to_string(),
                 &format!("Key Vault at {}", id.base_url),
                 options.timeout,
                 &ADVICE,
@@ -116,23 +113,19 @@ pub async fn get_secret(
     drop(authorization);
 
     if reply.status.is_success() {
-        return read_bundle(&reply, id, reference);
+        return read_bundle(&reply, id);
     }
-    Err(response_error(&reply, id, reference, token))
+    Err(response_error(&reply, id, token))
 }
 
-fn read_bundle(
-    reply: &Reply,
-    id: &SecretId,
-    reference: &Reference,
-) -> Result<Resolved, SourceError> {
+fn read_bundle(reply: &Reply, id: &SecretId) -> Result<Resolved, SourceError> {
     // The parse error is left out of the message, because it could quote
     // part of the value.
     let bundle: SecretBundle = serde_json::from_slice(&reply.body).map_err(|err| {
         SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: the response of Key Vault at {} is not a secret bundle (invalid \
+                "the response of Key Vault at {} is not a secret bundle (invalid \
                  JSON at line {}, column {})",
                 id.base_url,
                 err.line(),
@@ -145,7 +138,7 @@ fn read_bundle(
     let secret = describe_secret(id);
 
     if attributes.enabled == Some(false) {
-        return Err(disabled(id, reference));
+        return Err(disabled(id));
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +148,7 @@ fn read_bundle(
         return Err(SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: {secret} is not valid before {} (its nbf attribute); wait until \
+                "{secret} is not valid before {} (its nbf attribute); wait until \
                  then, or change the activation date with `az keyvault secret set-attributes \
                  --id {} --not-before ...`",
                 format_time(nbf),
@@ -167,7 +160,7 @@ fn read_bundle(
         return Err(SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: {secret} expired at {} (its exp attribute); store a new version \
+                "{secret} expired at {} (its exp attribute); store a new version \
                  of the secret, or extend it with `az keyvault secret set-attributes --id {} \
                  --expires ...`",
                 format_time(exp),
@@ -179,7 +172,7 @@ fn read_bundle(
     let Some(value) = value else {
         return Err(SourceError::new(
             ErrorKind::Invalid,
-            format!("{reference}: Key Vault returned {secret} without a value"),
+            format!("Key Vault returned {secret} without a value"),
         ));
     };
     let mut resolved = Resolved::new(value);
@@ -196,12 +189,7 @@ fn read_bundle(
     Ok(resolved)
 }
 
-fn response_error(
-    reply: &Reply,
-    id: &SecretId,
-    reference: &Reference,
-    token: &Token,
-) -> SourceError {
+fn response_error(reply: &Reply, id: &SecretId, token: &Token) -> SourceError {
     let error = KeyVaultError::parse(reply);
     let details = error.describe();
     let secret = describe_secret(id);
@@ -211,7 +199,7 @@ fn response_error(
         401 => SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{reference}: Key Vault at {} rejected the access token of {} (401 \
+                "Key Vault at {} rejected the access token of {} (401 \
                  Unauthorized, {details}); the token is for another tenant or resource: set \
                  tenant_id (or AZURE_TENANT_ID) to the vault's tenant",
                 id.base_url, token.identity
@@ -219,11 +207,11 @@ fn response_error(
         ),
         // NOTE: the inner code `SecretDisabled` for a read of a disabled
         // secret is assumed. No published example of that body was found.
-        403 if error.inner_code() == Some("SecretDisabled") => disabled(id, reference),
+        403 if error.inner_code() == Some("SecretDisabled") => disabled(id),
         403 => SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{reference}: {} may not read {secret} (403 Forbidden, {details}); grant it the \
+                "{} may not read {secret} (403 Forbidden, {details}); grant it the \
                  Key Vault Secrets User role on the vault (Azure RBAC), or an access policy \
                  with get permission on secrets",
                 token.identity
@@ -232,7 +220,7 @@ fn response_error(
         404 => SourceError::new(
             ErrorKind::NotFound,
             format!(
-                "{reference}: {secret} was not found (404 {}{details}); check the vault, the \
+                "{secret} was not found (404 {}{details}); check the vault, the \
                  name and the version",
                 if error.code() == Some("SecretNotFound") {
                     ""
@@ -244,7 +232,7 @@ fn response_error(
         429 => SourceError::new(
             ErrorKind::Unreachable,
             format!(
-                "{reference}: Key Vault at {} throttled {} requests for {secret} (429 Too Many \
+                "Key Vault at {} throttled {} requests for {secret} (429 Too Many \
                  Requests{}, {details}); try again later, or spread out the reads",
                 id.base_url,
                 reply.attempts,
@@ -257,7 +245,7 @@ fn response_error(
         _ if status.is_server_error() => SourceError::new(
             ErrorKind::Unreachable,
             format!(
-                "{reference}: Key Vault at {} failed {} requests for {secret} ({status}, \
+                "Key Vault at {} failed {} requests for {secret} ({status}, \
                  {details}); try again later",
                 id.base_url, reply.attempts
             ),
@@ -265,18 +253,18 @@ fn response_error(
         _ => SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: Key Vault at {} returned {status} for {secret} ({details})",
+                "Key Vault at {} returned {status} for {secret} ({details})",
                 id.base_url
             ),
         ),
     }
 }
 
-fn disabled(id: &SecretId, reference: &Reference) -> SourceError {
+fn disabled(id: &SecretId) -> SourceError {
     SourceError::new(
         ErrorKind::Denied,
         format!(
-            "{reference}: {} is disabled; enable it with `az keyvault secret set-attributes \
+            "{} is disabled; enable it with `az keyvault secret set-attributes \
              --id {} --enabled true`, or name an enabled version",
             describe_secret(id),
             id.url()

@@ -14,7 +14,6 @@ use zeroize::Zeroizing;
 
 use super::client::{common_error, Body, Call, Client, Peer, VaultErrors};
 use super::{AuthMethod, ErrorKind, Options, SourceError};
-use crate::reference::Reference;
 use crate::secret::Secret;
 
 /// The service account token file that Kubernetes mounts into a pod.
@@ -61,23 +60,17 @@ struct ActionsToken {
 }
 
 /// Obtains the token of one session by its auth method.
-pub async fn obtain(
-    client: &Client,
-    peer: &Peer,
-    options: &Options,
-    reference: &Reference,
-) -> Result<Token, SourceError> {
+pub async fn obtain(client: &Client, peer: &Peer, options: &Options) -> Result<Token, SourceError> {
     let auth = &options.auth;
     let mut credential_env = Vec::new();
-    let fail =
-        |message: String| SourceError::new(ErrorKind::Invalid, format!("{reference}: {message}"));
+    let fail = |message: String| SourceError::new(ErrorKind::Invalid, message);
 
     let body: Body = match auth.method {
-        AuthMethod::Token => return token_from_environment(reference),
+        AuthMethod::Token => return token_from_environment(),
         AuthMethod::AppRole => {
             let role_id = match (&auth.role_id, &auth.role_id_file) {
                 (Some(role_id), _) => Secret::new(role_id.clone().into_bytes()),
-                (None, Some(file)) => read_credential(Path::new(file), "role_id_file", reference)?,
+                (None, Some(file)) => read_credential(Path::new(file), "role_id_file")?,
                 (None, None) => {
                     let Some(role_id) = env_secret("VAULT_ROLE_ID") else {
                         return Err(fail(
@@ -91,11 +84,7 @@ pub async fn obtain(
                 }
             };
             let secret_id = match &auth.secret_id_file {
-                Some(file) => Some(read_credential(
-                    Path::new(file),
-                    "secret_id_file",
-                    reference,
-                )?),
+                Some(file) => Some(read_credential(Path::new(file), "secret_id_file")?),
                 None => {
                     let secret_id = env_secret("VAULT_SECRET_ID");
                     if secret_id.is_some() {
@@ -105,35 +94,34 @@ pub async fn obtain(
                 }
             };
             let login = AppRoleLogin {
-                role_id: text(&role_id, "the role ID", reference)?,
+                role_id: text(&role_id, "the role ID")?,
                 secret_id: match &secret_id {
-                    Some(secret_id) => Some(text(secret_id, "the secret ID", reference)?),
+                    Some(secret_id) => Some(text(secret_id, "the secret ID")?),
                     None => None,
                 },
             };
             to_body(&login)
         }
         AuthMethod::Jwt => {
-            let jwt = jwt_for_ci(client, options, reference, &mut credential_env).await?;
+            let jwt = jwt_for_ci(client, options, &mut credential_env).await?;
             let login = JwtLogin {
                 role: auth.role.as_deref().unwrap_or_default(),
-                jwt: text(&jwt, "the JWT", reference)?,
+                jwt: text(&jwt, "the JWT")?,
             };
             to_body(&login)
         }
         AuthMethod::Kubernetes => {
             let file = auth.jwt_file.as_deref().unwrap_or(KUBERNETES_TOKEN_FILE);
-            let jwt =
-                read_credential(Path::new(file), "the service account token file", reference)?;
+            let jwt = read_credential(Path::new(file), "the service account token file")?;
             let login = JwtLogin {
                 role: auth.role.as_deref().unwrap_or_default(),
-                jwt: text(&jwt, "the service account token", reference)?,
+                jwt: text(&jwt, "the service account token")?,
             };
             to_body(&login)
         }
     };
 
-    let value = login(client, peer, options, reference, &body).await?;
+    let value = login(client, peer, options, &body).await?;
     Ok(Token {
         value,
         from_login: true,
@@ -156,7 +144,6 @@ pub async fn revoke(client: &Client, peer: &Peer, token: &Token, options: &Optio
                 body: None,
             },
             options.timeout,
-            "vault",
         )
         .await;
     match result {
@@ -176,7 +163,7 @@ pub async fn revoke(client: &Client, peer: &Peer, token: &Token, options: &Optio
     }
 }
 
-fn token_from_environment(reference: &Reference) -> Result<Token, SourceError> {
+fn token_from_environment() -> Result<Token, SourceError> {
     if let Some(value) = env_secret("VAULT_TOKEN") {
         return Ok(Token {
             value,
@@ -186,7 +173,7 @@ fn token_from_environment(reference: &Reference) -> Result<Token, SourceError> {
     }
     let helper = crate::config::home_dir().map(|home| home.join(".vault-token"));
     if let Some(path) = helper.filter(|path| path.exists()) {
-        let value = read_credential(&path, "the token helper file", reference)?;
+        let value = read_credential(&path, "the token helper file")?;
         return Ok(Token {
             value,
             from_login: false,
@@ -195,11 +182,8 @@ fn token_from_environment(reference: &Reference) -> Result<Token, SourceError> {
     }
     Err(SourceError::new(
         ErrorKind::Invalid,
-        format!(
-            "{reference}: no Vault token: VAULT_TOKEN is not set and ~/.vault-token does not \
-             exist; run `vault login`, set VAULT_TOKEN, or set auth under [vault] to approle, \
-             jwt or kubernetes"
-        ),
+        "no Vault token: VAULT_TOKEN is not set and ~/.vault-token does not exist; run \
+         `vault login`, set VAULT_TOKEN, or set auth under [vault] to approle, jwt or kubernetes",
     ))
 }
 
@@ -209,7 +193,6 @@ fn token_from_environment(reference: &Reference) -> Result<Token, SourceError> {
 async fn jwt_for_ci(
     client: &Client,
     options: &Options,
-    reference: &Reference,
     credential_env: &mut Vec<String>,
 ) -> Result<Secret, SourceError> {
     let auth = &options.auth;
@@ -218,7 +201,7 @@ async fn jwt_for_ci(
             return Err(SourceError::new(
                 ErrorKind::Invalid,
                 format!(
-                    "{reference}: jwt_env names {name}, which is not set; set it to the CI's ID \
+                    "jwt_env names {name}, which is not set; set it to the CI's ID \
                      token (GitLab: id_tokens), or fix jwt_env"
                 ),
             ));
@@ -227,7 +210,7 @@ async fn jwt_for_ci(
         return Ok(jwt);
     }
     if let Some(file) = &auth.jwt_file {
-        return read_credential(Path::new(file), "jwt_file", reference);
+        return read_credential(Path::new(file), "jwt_file");
     }
 
     let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL")
@@ -237,27 +220,20 @@ async fn jwt_for_ci(
     let (Some(url), Some(request_token)) = (url, request_token) else {
         return Err(SourceError::new(
             ErrorKind::Invalid,
-            format!(
-                "{reference}: auth = \"jwt\" found no ID token: set jwt_env or jwt_file to \
-                 where the CI puts it, or under GitHub Actions grant the job `permissions: \
-                 id-token: write` so ACTIONS_ID_TOKEN_REQUEST_URL and \
-                 ACTIONS_ID_TOKEN_REQUEST_TOKEN are set"
-            ),
+            "auth = \"jwt\" found no ID token: set jwt_env or jwt_file to where the CI puts \
+             it, or under GitHub Actions grant the job `permissions: id-token: write` so \
+             ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are set",
         ));
     };
     credential_env.push("ACTIONS_ID_TOKEN_REQUEST_TOKEN".to_string());
-    check_actions_url(&url)
-        .map_err(|why| SourceError::new(ErrorKind::Invalid, format!("{reference}: {why}")))?;
+    check_actions_url(&url).map_err(|why| SourceError::new(ErrorKind::Invalid, why))?;
 
     let mut authorization = Zeroizing::new(b"bearer ".to_vec());
     authorization.extend_from_slice(request_token.expose());
     let mut header = HeaderValue::from_bytes(&authorization).map_err(|_| {
         SourceError::new(
             ErrorKind::Invalid,
-            format!(
-                "{reference}: ACTIONS_ID_TOKEN_REQUEST_TOKEN contains bytes an HTTP header \
-                 cannot carry"
-            ),
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN contains bytes an HTTP header cannot carry",
         )
     })?;
     header.set_sensitive(true);
@@ -274,7 +250,7 @@ async fn jwt_for_ci(
             SourceError::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "{reference}: the GitHub Actions ID token request to {shown} failed: {}",
+                    "the GitHub Actions ID token request to {shown} failed: {}",
                     describe_transport(err)
                 ),
             )
@@ -283,7 +259,7 @@ async fn jwt_for_ci(
         return Err(SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{reference}: the GitHub Actions ID token endpoint {shown} returned {}; check \
+                "the GitHub Actions ID token endpoint {shown} returned {}; check \
                  that the job has `permissions: id-token: write`",
                 reply.status
             ),
@@ -293,7 +269,7 @@ async fn jwt_for_ci(
         SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{reference}: the response of the GitHub Actions ID token endpoint {shown} is \
+                "the response of the GitHub Actions ID token endpoint {shown} is \
                  not JSON with a value"
             ),
         )
@@ -302,7 +278,7 @@ async fn jwt_for_ci(
         Some(value) => Ok(Secret::new(value.into_bytes())),
         None => Err(SourceError::new(
             ErrorKind::Invalid,
-            format!("{reference}: the GitHub Actions ID token endpoint {shown} returned no value"),
+            format!("the GitHub Actions ID token endpoint {shown} returned no value"),
         )),
     }
 }
@@ -311,12 +287,10 @@ async fn login(
     client: &Client,
     peer: &Peer,
     options: &Options,
-    reference: &Reference,
     body: &Body,
 ) -> Result<Secret, SourceError> {
     let auth = &options.auth;
     let api_path = format!("auth/{}/login", auth.mount);
-    let prefix = reference.to_string();
     tracing::debug!(method = auth.method.name(), path = %api_path, "vault: logging in");
     let reply = client
         .call(
@@ -329,7 +303,6 @@ async fn login(
                 body: Some(body),
             },
             options.timeout,
-            &prefix,
         )
         .await?;
 
@@ -338,7 +311,7 @@ async fn login(
             SourceError::new(
                 ErrorKind::Invalid,
                 format!(
-                    "{prefix}: the response of {} to POST /v1/{api_path} is not a login \
+                    "the response of {} to POST /v1/{api_path} is not a login \
                      response",
                     peer.describe()
                 ),
@@ -353,14 +326,14 @@ async fn login(
                 SourceError::new(
                     ErrorKind::Invalid,
                     format!(
-                        "{prefix}: {} returned no auth.client_token for POST /v1/{api_path}",
+                        "{} returned no auth.client_token for POST /v1/{api_path}",
                         peer.describe()
                     ),
                 )
             });
     }
 
-    if let Some(err) = common_error(&reply, peer, "POST", &api_path, &prefix, "check the login") {
+    if let Some(err) = common_error(&reply, peer, "POST", &api_path, "check the login") {
         if reply.status != StatusCode::FORBIDDEN {
             return Err(err);
         }
@@ -401,7 +374,7 @@ async fn login(
     Err(SourceError::new(
         ErrorKind::Denied,
         format!(
-            "{prefix}: {} login failed at {} (POST /v1/{api_path}: {}, {details}); \
+            "{} login failed at {} (POST /v1/{api_path}: {}, {details}); \
              {fix}{mount_hint}",
             auth.method.name(),
             peer.describe(),
@@ -417,13 +390,9 @@ fn to_body<T: Serialize>(login: &T) -> Body {
     body
 }
 
-fn text<'a>(secret: &'a Secret, what: &str, reference: &Reference) -> Result<&'a str, SourceError> {
-    std::str::from_utf8(secret.expose()).map_err(|_| {
-        SourceError::new(
-            ErrorKind::Invalid,
-            format!("{reference}: {what} is not UTF-8 text"),
-        )
-    })
+fn text<'a>(secret: &'a Secret, what: &str) -> Result<&'a str, SourceError> {
+    std::str::from_utf8(secret.expose())
+        .map_err(|_| SourceError::new(ErrorKind::Invalid, format!("{what} is not UTF-8 text")))
 }
 
 fn env_secret(name: &str) -> Option<Secret> {
@@ -438,13 +407,13 @@ fn env_secret(name: &str) -> Option<Secret> {
 
 /// Reads a credential file (a role ID, secret ID, JWT or token) and trims
 /// the surrounding whitespace that `echo` and editors add.
-fn read_credential(path: &Path, what: &str, reference: &Reference) -> Result<Secret, SourceError> {
+fn read_credential(path: &Path, what: &str) -> Result<Secret, SourceError> {
     use std::io::Read;
     let shown = PathBuf::from(path).display().to_string();
     let file = std::fs::File::open(path).map_err(|err| {
         SourceError::new(
             ErrorKind::Invalid,
-            format!("{reference}: cannot read {what} {shown}: {err}"),
+            format!("cannot read {what} {shown}: {err}"),
         )
     })?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_CREDENTIAL_BYTES as usize + 1));
@@ -453,13 +422,13 @@ fn read_credential(path: &Path, what: &str, reference: &Reference) -> Result<Sec
         .map_err(|err| {
             SourceError::new(
                 ErrorKind::Invalid,
-                format!("{reference}: cannot read {what} {shown}: {err}"),
+                format!("cannot read {what} {shown}: {err}"),
             )
         })?;
     if bytes.len() as u64 > MAX_CREDENTIAL_BYTES {
         return Err(SourceError::new(
             ErrorKind::Invalid,
-            format!("{reference}: {what} {shown} is larger than {MAX_CREDENTIAL_BYTES} bytes"),
+            format!("{what} {shown} is larger than {MAX_CREDENTIAL_BYTES} bytes"),
         ));
     }
     let mut secret = Secret::new(bytes.to_vec());
@@ -467,7 +436,7 @@ fn read_credential(path: &Path, what: &str, reference: &Reference) -> Result<Sec
     if secret.is_empty() {
         return Err(SourceError::new(
             ErrorKind::Invalid,
-            format!("{reference}: {what} {shown} is empty"),
+            format!("{what} {shown} is empty"),
         ));
     }
     Ok(secret)

@@ -150,7 +150,6 @@ impl Client {
         peer: &Peer,
         call: Call<'_>,
         timeout: Duration,
-        prefix: &str,
     ) -> Result<Reply, SourceError> {
         let Call {
             method,
@@ -185,7 +184,6 @@ impl Client {
         };
         shared::send(build, timeout, "vault").await.map_err(|err| {
             err.into_source_error(
-                prefix,
                 &format!("{} ({method} /v1/{api_path})", peer.describe()),
                 timeout,
                 &ADVICE,
@@ -221,7 +219,6 @@ pub fn common_error(
     peer: &Peer,
     method: &str,
     api_path: &str,
-    prefix: &str,
     token_advice: &str,
 ) -> Option<SourceError> {
     let errors = VaultErrors::parse(reply);
@@ -232,7 +229,7 @@ pub fn common_error(
         return Some(SourceError::new(
             ErrorKind::Unreachable,
             format!(
-                "{prefix}: {at} is sealed or a standby that cannot serve the request (503 \
+                "{at} is sealed or a standby that cannot serve the request (503 \
                  Service Unavailable after {} attempts, {details}); unseal Vault, or point \
                  address (VAULT_ADDR) at the active node",
                 reply.attempts
@@ -243,7 +240,7 @@ pub fn common_error(
         return Some(SourceError::new(
             ErrorKind::Unreachable,
             format!(
-                "{prefix}: {at} throttled {} requests (429 Too Many Requests{}, {details}); try \
+                "{at} throttled {} requests (429 Too Many Requests{}, {details}); try \
                  again later, or raise the rate limit quota",
                 reply.attempts,
                 match reply.retry_after {
@@ -257,7 +254,7 @@ pub fn common_error(
         return Some(SourceError::new(
             ErrorKind::Unreachable,
             format!(
-                "{prefix}: {at} failed {} requests ({status}, {details}); try again later",
+                "{at} failed {} requests ({status}, {details}); try again later",
                 reply.attempts
             ),
         ));
@@ -268,7 +265,7 @@ pub fn common_error(
         return Some(SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{prefix}: {at} rejected the token as invalid or expired ({status}, {details}); \
+                "{at} rejected the token as invalid or expired ({status}, {details}); \
                  {token_advice}"
             ),
         ));
@@ -320,7 +317,7 @@ fn token_header(token: &Secret) -> Result<HeaderValue, SourceError> {
     let mut value = HeaderValue::from_bytes(token.expose()).map_err(|_| {
         SourceError::new(
             ErrorKind::Invalid,
-            "vault: the Vault token contains bytes an HTTP header cannot carry",
+            "the Vault token contains bytes an HTTP header cannot carry",
         )
     })?;
     value.set_sensitive(true);

@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::client::{common_error, Call, Client, Peer, VaultErrors};
 use super::{ErrorKind, KvVersion, Planned, Resolved, SourceError};
-use crate::reference::Reference;
 use crate::secret::Secret;
 use crate::source::http::Reply;
 
@@ -87,7 +86,6 @@ pub async fn read(
     plan: &Planned,
     mounts: &mut MountCache,
 ) -> Result<KvSecret, SourceError> {
-    let prefix = plan.reference.to_string();
     let (mount, kv) = match plan.options.kv {
         KvVersion::Auto => lookup_mount(client, peer, token, plan, mounts).await?,
         explicit => {
@@ -99,7 +97,7 @@ pub async fn read(
         return Err(SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{prefix}: {} mounts {mount} as KV version 1, which has no versions; remove \
+                "{} mounts {mount} as KV version 1, which has no versions; remove \
                  version",
                 peer.describe()
             ),
@@ -109,7 +107,7 @@ pub async fn read(
         SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{prefix}: {} names the mount {mount} itself; add the secret's path after it",
+                "{} names the mount {mount} itself; add the secret's path after it",
                 plan.path
             ),
         )
@@ -130,16 +128,15 @@ pub async fn read(
                 body: None,
             },
             plan.options.timeout,
-            &prefix,
         )
         .await?;
 
     if reply.status.is_success() || (reply.status == StatusCode::NOT_FOUND && kv == KvVersion::V2) {
-        if let Some(secret) = parse_secret(&reply, kv, &api_path, peer, &prefix)? {
+        if let Some(secret) = parse_secret(&reply, kv, &api_path, peer)? {
             return Ok(secret);
         }
     }
-    Err(read_error(&reply, peer, &api_path, &prefix))
+    Err(read_error(&reply, peer, &api_path))
 }
 
 /// The API path of a secret: `PATH` for KV version 1, `MOUNT/data/REST`
@@ -184,7 +181,6 @@ async fn lookup_mount(
         return Ok((mount.clone(), *kv));
     }
 
-    let prefix = plan.reference.to_string();
     let api_path = format!("sys/internal/ui/mounts/{}", plan.path);
     let reply = client
         .call(
@@ -197,13 +193,12 @@ async fn lookup_mount(
                 body: None,
             },
             plan.options.timeout,
-            &prefix,
         )
         .await?;
     let set_kv = "set kv = 1 or kv = 2 (under [vault] or as ?kv=2) to skip the lookup";
 
     if !reply.status.is_success() {
-        if let Some(err) = common_error(&reply, peer, "GET", &api_path, &prefix, TOKEN_ADVICE) {
+        if let Some(err) = common_error(&reply, peer, "GET", &api_path, TOKEN_ADVICE) {
             return Err(err);
         }
         let details = VaultErrors::parse(&reply).describe();
@@ -228,7 +223,7 @@ async fn lookup_mount(
         return Err(SourceError::new(
             kind,
             format!(
-                "{prefix}: cannot tell the KV version: {} (GET /v1/{api_path}): {why}; or \
+                "cannot tell the KV version: {} (GET /v1/{api_path}): {why}; or \
                  {set_kv}",
                 peer.describe()
             ),
@@ -239,7 +234,7 @@ async fn lookup_mount(
         SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{prefix}: cannot tell the KV version: the response of {} to GET /v1/{api_path} \
+                "cannot tell the KV version: the response of {} to GET /v1/{api_path} \
                  {what}; {set_kv}",
                 peer.describe()
             ),
@@ -274,7 +269,6 @@ fn parse_secret(
     kv: KvVersion,
     api_path: &str,
     peer: &Peer,
-    prefix: &str,
 ) -> Result<Option<KvSecret>, SourceError> {
     // The parse error is left out of the message, because it could quote
     // part of a value.
@@ -282,7 +276,7 @@ fn parse_secret(
         SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{prefix}: the response of {} to GET /v1/{api_path} is not a KV secret (invalid \
+                "the response of {} to GET /v1/{api_path} is not a KV secret (invalid \
                  JSON at line {}, column {})",
                 peer.describe(),
                 err.line(),
@@ -323,7 +317,7 @@ fn parse_secret(
         (None, Some(metadata)) if metadata.destroyed => Err(SourceError::new(
             ErrorKind::NotFound,
             format!(
-                "{prefix}: version {} of {api_path} at {} is destroyed, so its data is gone; \
+                "version {} of {api_path} at {} is destroyed, so its data is gone; \
                  name another version, or write a new one",
                 describe_version(version),
                 peer.describe()
@@ -332,7 +326,7 @@ fn parse_secret(
         (None, Some(metadata)) if !metadata.deletion_time.is_empty() => Err(SourceError::new(
             ErrorKind::NotFound,
             format!(
-                "{prefix}: version {} of {api_path} at {} was deleted at {}; restore it with \
+                "version {} of {api_path} at {} was deleted at {}; restore it with \
                  `vault kv undelete -versions={}`, or name another version",
                 describe_version(version),
                 peer.describe(),
@@ -348,8 +342,8 @@ fn describe_version(version: Option<u64>) -> String {
     version.map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
-fn read_error(reply: &Reply, peer: &Peer, api_path: &str, prefix: &str) -> SourceError {
-    if let Some(err) = common_error(reply, peer, "GET", api_path, prefix, TOKEN_ADVICE) {
+fn read_error(reply: &Reply, peer: &Peer, api_path: &str) -> SourceError {
+    if let Some(err) = common_error(reply, peer, "GET", api_path, TOKEN_ADVICE) {
         return err;
     }
     let details = VaultErrors::parse(reply).describe();
@@ -357,7 +351,7 @@ fn read_error(reply: &Reply, peer: &Peer, api_path: &str, prefix: &str) -> Sourc
         StatusCode::FORBIDDEN => SourceError::new(
             ErrorKind::Denied,
             format!(
-                "{prefix}: {} denied GET /v1/{api_path} (403 Forbidden, {details}); the token's \
+                "{} denied GET /v1/{api_path} (403 Forbidden, {details}); the token's \
                  policies need path \"{api_path}\" {{ capabilities = [\"read\"] }}",
                 peer.describe()
             ),
@@ -365,7 +359,7 @@ fn read_error(reply: &Reply, peer: &Peer, api_path: &str, prefix: &str) -> Sourc
         StatusCode::NOT_FOUND => SourceError::new(
             ErrorKind::NotFound,
             format!(
-                "{prefix}: {} has no secret at {api_path} (404 Not Found, {details}); check the \
+                "{} has no secret at {api_path} (404 Not Found, {details}); check the \
                  mount, the path, the version and the namespace",
                 peer.describe()
             ),
@@ -373,7 +367,7 @@ fn read_error(reply: &Reply, peer: &Peer, api_path: &str, prefix: &str) -> Sourc
         status => SourceError::new(
             ErrorKind::Invalid,
             format!(
-                "{prefix}: {} returned {status} for GET /v1/{api_path} ({details})",
+                "{} returned {status} for GET /v1/{api_path} ({details})",
                 peer.describe()
             ),
         ),
@@ -404,11 +398,7 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 
 impl KvSecret {
     /// The value of `field`, or of the only field when none is named.
-    pub fn select(
-        &self,
-        field: Option<&str>,
-        reference: &Reference,
-    ) -> Result<Resolved, SourceError> {
+    pub fn select(&self, field: Option<&str>) -> Result<Resolved, SourceError> {
         let names = || {
             self.fields
                 .iter()
@@ -426,7 +416,7 @@ impl KvSecret {
                     SourceError::new(
                         ErrorKind::NotFound,
                         format!(
-                            "{reference}: the secret at {} has no field {field:?}; its fields: \
+                            "the secret at {} has no field {field:?}; its fields: \
                              {}",
                             self.api_path,
                             names()
@@ -438,14 +428,14 @@ impl KvSecret {
                 [] => {
                     return Err(SourceError::new(
                         ErrorKind::NotFound,
-                        format!("{reference}: the secret at {} has no fields", self.api_path),
+                        format!("the secret at {} has no fields", self.api_path),
                     ))
                 }
                 _ => {
                     return Err(SourceError::new(
                         ErrorKind::Invalid,
                         format!(
-                            "{reference}: the secret at {} has several fields ({}); name one \
+                            "the secret at {} has several fields ({}); name one \
                              as #FIELD",
                             self.api_path,
                             names()

@@ -259,7 +259,6 @@ fn read_options(settings: &Settings<'_>, reference: &Reference) -> Result<Option
 pub struct Planned {
     pub path: String,
     pub options: Options,
-    pub reference: Reference,
     pub requests: Vec<(usize, Option<String>)>,
 }
 
@@ -291,7 +290,6 @@ impl Source for VaultSource {
                         None => planned.push(Planned {
                             path,
                             options,
-                            reference: reference.clone(),
                             requests: vec![(index, field)],
                         }),
                     }
@@ -300,12 +298,19 @@ impl Source for VaultSource {
         }
 
         if !planned.is_empty() {
-            match context.runtime.get() {
-                Ok(runtime) => {
-                    for (index, result) in runtime.block_on(fetch_all(&planned)) {
-                        results[index] = Some(result);
+            let fetched = match context.runtime.get() {
+                Ok(runtime) => runtime.block_on(fetch_all(&planned)),
+                Err(err) => Err(err),
+            };
+            match fetched {
+                Ok(fetched) => {
+                    for (index, result) in fetched {
+                        let reference = &requests[index].reference;
+                        results[index] = Some(result.map_err(|err| err.for_reference(reference)));
                     }
                 }
+                // The runtime and the HTTP client serve the whole batch, so
+                // their errors name no reference.
                 Err(err) => {
                     for plan in &planned {
                         for (index, _) in &plan.requests {
@@ -334,19 +339,15 @@ impl Source for VaultSource {
 /// and auth settings), and revokes each token obtained by login once its
 /// reads are done. The HTTP client is dropped on return, so no pooled
 /// connection outlives the batch.
-async fn fetch_all(planned: &[Planned]) -> Vec<(usize, Result<Resolved, SourceError>)> {
+///
+/// Returns the result of each request by its index. One login serves
+/// several plans and one read several requests, so those errors name no
+/// reference. The error of the HTTP client's setup fails the whole batch.
+async fn fetch_all(
+    planned: &[Planned],
+) -> Result<Vec<(usize, Result<Resolved, SourceError>)>, SourceError> {
     let mut results = Vec::new();
-    let client = match client::Client::new() {
-        Ok(client) => client,
-        Err(err) => {
-            for plan in planned {
-                for (index, _) in &plan.requests {
-                    results.push((*index, Err(copy_error(&err))));
-                }
-            }
-            return results;
-        }
-    };
+    let client = client::Client::new()?;
 
     let mut sessions: Vec<(_, Vec<&Planned>)> = Vec::new();
     for plan in planned {
@@ -360,7 +361,7 @@ async fn fetch_all(planned: &[Planned]) -> Vec<(usize, Result<Resolved, SourceEr
     for (_, plans) in sessions {
         let first = plans[0];
         let peer = client::Peer::new(&first.options);
-        match auth::obtain(&client, &peer, &first.options, &first.reference).await {
+        match auth::obtain(&client, &peer, &first.options).await {
             Err(err) => {
                 for plan in &plans {
                     for (index, _) in &plan.requests {
@@ -375,12 +376,10 @@ async fn fetch_all(planned: &[Planned]) -> Vec<(usize, Result<Resolved, SourceEr
                     for (index, field) in &plan.requests {
                         let result = match &read {
                             Err(err) => Err(copy_error(err)),
-                            Ok(secret) => secret.select(field.as_deref(), &plan.reference).map(
-                                |mut resolved| {
-                                    resolved.credential_env = token.credential_env.clone();
-                                    resolved
-                                },
-                            ),
+                            Ok(secret) => secret.select(field.as_deref()).map(|mut resolved| {
+                                resolved.credential_env = token.credential_env.clone();
+                                resolved
+                            }),
                         };
                         results.push((*index, result));
                     }
@@ -391,7 +390,7 @@ async fn fetch_all(planned: &[Planned]) -> Vec<(usize, Result<Resolved, SourceEr
             }
         }
     }
-    results
+    Ok(results)
 }
 
 fn copy_error(err: &SourceError) -> SourceError {
