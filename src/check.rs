@@ -385,7 +385,7 @@ fn online_check(
     let extra_roots = http::load_ssl_cert_env("check --online")?;
     let mut runtime = Runtime::default();
     let answer = {
-        let client = reqwest::Client::builder()
+        let client = crate::source::http::client_builder()
             .user_agent(concat!("keyrun/", env!("CARGO_PKG_VERSION")))
             .timeout(ONLINE_TIMEOUT)
             // A redirect would carry the key to another host.

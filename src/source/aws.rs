@@ -26,6 +26,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::{
     GetSecretValueError, GetSecretValueOutput,
 };
 use aws_sdk_secretsmanager::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::{Context, ErrorKind, Request, Resolved, Source, SourceError};
 use crate::config::Settings;
@@ -250,7 +251,14 @@ async fn build_client(options: &ClientOptions) -> Result<RegionalClient, SourceE
         .connect_timeout(options.timeout)
         .operation_timeout(options.timeout)
         .build();
+    // The SDK's default HTTPS client would bring aws-lc, whose entropy
+    // collection costs tens of milliseconds per process. This client is
+    // rustls on ring, as `http::client_builder` sets up for the others.
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .timeout_config(timeouts);
     // CloudTrail records the user agent, so the app name shows which tool

@@ -41,7 +41,7 @@ impl Http {
             )
         };
 
-        let public = reqwest::Client::builder()
+        let public = shared::client_builder()
             .user_agent(user_agent)
             .https_only(true)
             // A redirect would carry the Authorization header elsewhere.
@@ -49,7 +49,7 @@ impl Http {
             .tls_certs_merge(extra_roots.clone())
             .build()
             .map_err(build_error)?;
-        let local = reqwest::Client::builder()
+        let local = shared::client_builder()
             .user_agent(user_agent)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

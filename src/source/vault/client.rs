@@ -102,7 +102,7 @@ impl VaultErrors {
 
 impl Client {
     pub fn new() -> Result<Client, SourceError> {
-        let mut builder = reqwest::Client::builder()
+        let mut builder = shared::client_builder()
             .user_agent(concat!("keyrun/", env!("CARGO_PKG_VERSION")))
             // A redirect would carry the token elsewhere.
             .redirect(reqwest::redirect::Policy::none());
