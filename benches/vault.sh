@@ -5,9 +5,10 @@
 #   token:   the mount lookup and the KV v2 read with VAULT_TOKEN
 #   approle: the AppRole login, the read and the token's revocation
 #
-# The server is the ignored test `serve_for_benchmark` in tests/vault.rs
-# (the test profile's build), killed on exit. Both sides wait for the same
-# server, so its time narrows the ratio. Needs hyperfine and curl.
+# The server is the ignored test `serve_for_benchmark` in tests/vault.rs,
+# built with --release so that its own TLS work does not hide the clients'
+# cost, and killed on exit. Both sides wait for the same server, so its time
+# still narrows the ratio. Needs hyperfine and curl.
 # Usage: benches/vault.sh [extra hyperfine arguments]
 set -eu
 
@@ -29,9 +30,9 @@ trap cleanup EXIT INT TERM
 touch src/main.rs
 cargo build --release --quiet
 cp "$target/release/keyrun" "$work/keyrun"
-cargo test --quiet --test vault --no-run
+cargo test --release --quiet --test vault --no-run
 KEYRUN_BENCH_ENV="$work/server.env" \
-    cargo test --quiet --test vault -- --ignored --exact serve_for_benchmark \
+    cargo test --release --quiet --test vault -- --ignored --exact serve_for_benchmark \
     >"$work/server.log" 2>&1 &
 server_pid=$!
 while [ ! -f "$work/server.env" ]; do

@@ -161,6 +161,9 @@ impl FakeAzure {
                         let Ok((stream, _)) = tls.accept().await else {
                             continue;
                         };
+                        // Without TCP_NODELAY a response written in parts
+                        // waits for the client's delayed ACK (about 40 ms).
+                        let _ = stream.set_nodelay(true);
                         let acceptor = acceptor.clone();
                         let state = tls_state.clone();
                         tokio::task::spawn_local(async move {
@@ -175,6 +178,7 @@ impl FakeAzure {
                         let Ok((stream, _)) = plain.accept().await else {
                             continue;
                         };
+                        let _ = stream.set_nodelay(true);
                         let state = thread_state.clone();
                         tokio::task::spawn_local(serve_connection(stream, state));
                     }
