@@ -200,6 +200,29 @@ impl RunContext {
     }
 }
 
+impl RunContext {
+    /// Replaces each injected value that the command's arguments contain
+    /// (a shell expanded `$OPENAI_API_KEY` before keyrun ran, say) with
+    /// `***`, so that no record carries it. Values shorter than the
+    /// masker's minimum are left, as in the command's output, because
+    /// replacing a few common bytes would garble the arguments.
+    fn redact_argv(&mut self, injected: &[Injected]) {
+        let values: Vec<&str> = injected
+            .iter()
+            .filter_map(|item| std::str::from_utf8(item.resolved.value.expose()).ok())
+            .filter(|value| value.len() >= crate::mask::MIN_MASKED_LEN)
+            .collect();
+        let fields = self.argv.iter_mut().flatten().chain(self.argv0.as_mut());
+        for arg in fields {
+            for value in &values {
+                if arg.contains(value) {
+                    *arg = arg.replace(value, crate::mask::DEFAULT_REPLACEMENT);
+                }
+            }
+        }
+    }
+}
+
 /// One line of the log. Fields that an event does not have are left out.
 #[derive(Debug, Serialize)]
 struct Record<'a> {
@@ -324,6 +347,7 @@ impl Auditor {
     /// Records one `secret.resolved` per variable. Fails, when the log is
     /// required, before any child can start.
     pub fn resolved(&mut self, injected: &[Injected]) -> Result<()> {
+        self.run.redact_argv(injected);
         for item in injected {
             let run = self.run.clone();
             let mut record = Record::new("secret.resolved", &run);

@@ -105,6 +105,7 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
     let config = Config::discover(args.config.as_deref())?;
     let profile = run::choose_profile(args, &config)?;
     let planned = run::plan(args, &config, profile)?;
+    run::check_unset(&planned, profile, &[])?;
     let command = [OsString::from("keyrun check")];
     let audit_args = AuditArgs {
         reason: std::env::var("KEYRUN_REASON").ok(),

@@ -191,6 +191,37 @@ fn add_planned(
     Ok(())
 }
 
+/// Rejects an `unset` name that is not a variable name, or that names a
+/// variable the run injects, because the injected value would reach the
+/// child all the same, contrary to the `unset`.
+pub fn check_unset(
+    planned: &[Planned],
+    profile: Option<(&str, &Profile)>,
+    cli_unset: &[String],
+) -> Result<()> {
+    let from_profile = profile.into_iter().flat_map(|(name, p)| {
+        p.unset
+            .iter()
+            .map(move |var| (format!("profile {name}: unset"), var))
+    });
+    let from_cli = cli_unset.iter().map(|var| ("--unset".to_string(), var));
+    for (origin, var) in from_profile.chain(from_cli) {
+        if !envfile::is_variable_name(var) {
+            bail!(
+                "{origin}: a name is not a valid variable name (it is not shown, since it may be a \
+                 value); use letters, digits and _, not starting with a digit"
+            );
+        }
+        if planned.iter().any(|p| p.request.var == *var) {
+            bail!(
+                "{origin}: {var} is also a variable this run injects, so it would reach the \
+                 command anyway; remove it from unset or from the injected variables"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A resolved variable, ready to inject.
 pub struct Injected {
     pub var: String,
@@ -489,6 +520,7 @@ fn exec_audited(
 ) -> Result<Exit> {
     let profile = choose_profile(args, config)?;
     let planned = plan(args, config, profile)?;
+    check_unset(&planned, profile, &child_args.unset)?;
 
     let mut runtime = Runtime::default();
     let resolved = resolve_all(&planned, config, profile, &mut runtime);

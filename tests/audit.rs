@@ -153,6 +153,38 @@ fn reason_from_environment() {
 }
 
 #[test]
+fn log_args_redacts_injected_value() {
+    let sandbox = Sandbox::new();
+    let log = sandbox.path().join("audit.log");
+    let config = sandbox.write(
+        "keyrun-config.toml",
+        format!(
+            "[audit]\npath = {:?}\nlog_args = true\n",
+            log.display().to_string()
+        )
+        .as_bytes(),
+        0o600,
+    );
+    let key = common::random_key();
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", &key)
+        .arg("--config")
+        .arg(&config)
+        .args(["--", "sh", "-c", "true"])
+        .arg(format!("Bearer {key}"));
+    let out = output(&mut command);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&key), "an audit record contains the value");
+    let records = records(&log);
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        assert_eq!(record["argv"][3], "Bearer ***", "argv not redacted");
+    }
+}
+
+#[test]
 fn log_args_records_argv() {
     let sandbox = Sandbox::new();
     let log = sandbox.path().join("audit.log");

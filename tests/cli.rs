@@ -978,6 +978,72 @@ fn unset_removes_variable() {
 }
 
 #[test]
+fn unset_of_injected_variable_rejected() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", &key)
+        .args(["--unset", "OPENAI_API_KEY", "--", "true"]);
+    let result = output(&mut command);
+    assert_failed_clean(&result, &key);
+    let message = stderr(&result);
+    assert!(message.contains("--unset"), "{message}");
+    assert!(
+        message.contains("OPENAI_API_KEY is also a variable this run injects"),
+        "{message}"
+    );
+}
+
+#[test]
+fn profile_unset_of_injected_variable_rejected() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let config = sandbox.write(
+        "keyrun.conf",
+        b"[profiles.dev]\nenv.OPENAI_API_KEY = \"env:DEV_KEY\"\nunset = [\"OPENAI_API_KEY\"]\n",
+        0o600,
+    );
+    for check in [false, true] {
+        let mut command = sandbox.keyrun();
+        command.env("DEV_KEY", &key);
+        if check {
+            command.arg("check");
+        }
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(["--profile", "dev"]);
+        if !check {
+            command.args(["--", "true"]);
+        }
+        let result = output(&mut command);
+        assert_failed_clean(&result, &key);
+        let message = stderr(&result);
+        assert!(message.contains("profile dev: unset"), "{message}");
+        assert!(message.contains("OPENAI_API_KEY is also"), "{message}");
+    }
+}
+
+#[test]
+fn unset_invalid_name_rejected() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", &key)
+        .args(["--unset", "A=B", "--", "true"]);
+    let result = output(&mut command);
+    assert_failed_clean(&result, &key);
+    let message = stderr(&result);
+    assert!(message.contains("not a valid variable name"), "{message}");
+    assert!(
+        !message.contains("A=B"),
+        "the argument was echoed: {message}"
+    );
+}
+
+#[test]
 fn profile_unset_removes_variable() {
     let sandbox = Sandbox::new();
     let key = random_key();
