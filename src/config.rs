@@ -528,6 +528,11 @@ pub enum ReadError {
     TooLarge(u64),
     #[error("it is not UTF-8 text")]
     NotUtf8,
+    #[error(
+        "every user can write to it, and its references can run programs (cmd:) or send \
+         credentials to a server it names; run `chmod o-w` on it"
+    )]
+    WritableByOthers,
 }
 
 /// Opens `path` without blocking (a FIFO would otherwise wait for a
@@ -553,12 +558,19 @@ pub fn open_regular_file(
     Ok((file, metadata))
 }
 
-/// Reads a regular UTF-8 file of at most `max_bytes`; see
-/// [`open_regular_file`].
+/// Reads a regular UTF-8 file of at most `max_bytes` that not every user
+/// can write to; see [`open_regular_file`].
 pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, ReadError> {
     use std::io::Read;
 
-    let (file, _) = open_regular_file(path, max_bytes)?;
+    use std::os::unix::fs::PermissionsExt;
+
+    let (file, metadata) = open_regular_file(path, max_bytes)?;
+    // Group write is allowed: with a per-user group (umask 002) it is the
+    // default, and the file: source's stricter check is for values.
+    if metadata.permissions().mode() & 0o002 != 0 {
+        return Err(ReadError::WritableByOthers);
+    }
     let mut bytes = Vec::new();
     // Reading one byte past the limit detects a file that grew after the
     // check.

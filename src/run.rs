@@ -320,8 +320,12 @@ fn available_schemes() -> String {
 /// not look like an OpenAI key.
 fn check(item: &Planned, shown: &str, mut resolved: Resolved) -> Result<Resolved, String> {
     let var = &item.request.var;
+    let json_hint = json_object_hint(item, resolved.value.expose());
     let trimmed = secret::normalize(&mut resolved.value, item.raw)
-        .map_err(|err| format!("{shown}: {err}"))?;
+        .map_err(|err| format!("{shown}: {err}{}", json_hint.unwrap_or_default()))?;
+    if let Some(hint) = json_hint {
+        tracing::warn!("{var}: the value from {shown} is a JSON object{hint}");
+    }
     if trimmed.any() {
         tracing::warn!(
             "{var}: removed {} from the value of {shown}; store the bare key (for example `printf %s KEY > FILE`) to silence this",
@@ -341,6 +345,23 @@ fn check(item: &Planned, shown: &str, mut resolved: Resolved) -> Result<Resolved
         );
     }
     Ok(resolved)
+}
+
+/// Returns the advice for a value that is a whole JSON object where a key
+/// was expected (a secret with several fields read without `#FIELD`), or
+/// `None` when the value is not one or the variable is `raw`.
+fn json_object_hint(item: &Planned, value: &[u8]) -> Option<&'static str> {
+    let reference = &item.request.reference;
+    if item.raw || reference.field.is_some() || value.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    Some(match reference.scheme.as_str() {
+        "aws-sm" | "vault" => {
+            "; pick one field with #FIELD (for example aws-sm:prod/openai#api_key), or mark \
+             the variable raw = true to inject the whole object"
+        }
+        _ => "; store only the key, or mark the variable raw = true to inject the whole object",
+    })
 }
 
 /// Builds the child's environment: keyrun's own (or the clean set), less

@@ -123,6 +123,42 @@ fn json_field_injected() {
 }
 
 #[test]
+fn json_object_without_field_hints() {
+    let Some(moto) = moto() else { return };
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let spaced = secret_name("json-spaced");
+    moto.create_string(&spaced, &format!("{{\"api_key\": \"{key}\"}}"));
+    let result = run_check(
+        keyrun(&sandbox, &moto.url()),
+        &format!("aws-sm:{spaced}"),
+        &key,
+    );
+    assert_eq!(result.status.code(), Some(125), "{}", stderr(&result));
+    assert_clean(&result, &key);
+    assert!(
+        stderr(&result).contains("pick one field with #FIELD"),
+        "{}",
+        stderr(&result)
+    );
+
+    let compact = secret_name("json-compact");
+    moto.create_string(&compact, &format!("{{\"api_key\":\"{key}\"}}"));
+    let result = run_check(
+        keyrun(&sandbox, &moto.url()),
+        &format!("aws-sm:{compact}"),
+        &key,
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_clean(&result, &key);
+    assert!(
+        stderr(&result).contains("is a JSON object; pick one field with #FIELD"),
+        "{}",
+        stderr(&result)
+    );
+}
+
+#[test]
 fn two_fields_one_call() {
     let Some(moto) = moto() else { return };
     let sandbox = Sandbox::new();

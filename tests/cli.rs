@@ -488,6 +488,50 @@ fn toml_syntax_error_names_line() {
 }
 
 #[test]
+fn world_writable_config_rejected() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write("keyrun.conf", b"[profiles.dev]\n", 0o666);
+    let message = assert_failed(&run_with_config(sandbox.keyrun(), &config));
+    assert!(message.contains("keyrun.conf"), "{message}");
+    assert!(message.contains("every user can write to it"), "{message}");
+    assert!(message.contains("chmod o-w"), "{message}");
+}
+
+#[test]
+fn group_writable_config_accepted() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let config = sandbox.write("keyrun.conf", b"[profiles.dev]\n", 0o664);
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", &key)
+        .arg("--config")
+        .arg(&config)
+        .args(["--"])
+        .args(check_var_command("OPENAI_API_KEY", &key));
+    let result = output(&mut command);
+    assert_ran(&result, "OPENAI_API_KEY=match", &key);
+}
+
+#[test]
+fn world_writable_env_file_rejected() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    let env_file = sandbox.write("ci.env", b"OPENAI_API_KEY=env:CI_KEY\n", 0o646);
+    let mut command = sandbox.keyrun();
+    command
+        .env("CI_KEY", &key)
+        .arg("--env-file")
+        .arg(&env_file)
+        .args(["--", "true"]);
+    let result = output(&mut command);
+    assert_failed_clean(&result, &key);
+    let message = stderr(&result);
+    assert!(message.contains("ci.env"), "{message}");
+    assert!(message.contains("every user can write to it"), "{message}");
+}
+
+#[test]
 fn bad_reference_in_config_rejected() {
     let sandbox = Sandbox::new();
     let config = sandbox.write(
