@@ -137,7 +137,7 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
     };
     let report = CheckReport {
         profile: profile.map(|(name, _)| name.to_string()),
-        passed: variables.iter().all(|v| v.passed) && !online.as_ref().is_some_and(|o| !o.passed),
+        passed: variables.iter().all(|v| v.passed) && online.as_ref().is_none_or(|o| o.passed),
         variables,
         masking: masking_verdict(profile.and_then(|(_, p)| p.mask).unwrap_or_default()),
         clean_env: profile.and_then(|(_, p)| p.clean_env).unwrap_or(false),

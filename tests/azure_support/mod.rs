@@ -493,7 +493,7 @@ fn get_secret(state: &mut State, request: &RawRequest, path: &str) -> Option<Res
     let found = behavior
         .secrets
         .iter()
-        .rfind(|s| s.name == name && version.map_or(true, |v| v == s.version));
+        .rfind(|s| s.name == name && version.is_none_or(|v| v == s.version));
     let Some(secret) = found else {
         return Some(vault_error(
             404,
