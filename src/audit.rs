@@ -15,7 +15,6 @@ pub mod verify;
 
 use std::ffi::OsString;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -597,12 +596,12 @@ pub fn command(action: AuditAction, args: &ResolveArgs) -> Result<Exit> {
             match verify::verify_file(&path)? {
                 verify::Verdict::Intact { records } => {
                     let line = format!("{}: {records} records, chain intact\n", path.display());
-                    std::io::stdout().write_all(line.as_bytes())?;
+                    crate::run::write_stdout(line.as_bytes())?;
                     Ok(Exit::Code(0))
                 }
                 verify::Verdict::Broken { problem, .. } => {
                     let line = format!("{}: {problem}\n", path.display());
-                    std::io::stdout().write_all(line.as_bytes())?;
+                    crate::run::write_stdout(line.as_bytes())?;
                     Ok(Exit::Code(1))
                 }
             }
@@ -619,7 +618,7 @@ pub fn command(action: AuditAction, args: &ResolveArgs) -> Result<Exit> {
                 }
                 false => report::render(&report),
             };
-            std::io::stdout().write_all(text.as_bytes())?;
+            crate::run::write_stdout(text.as_bytes())?;
             Ok(Exit::Code(0))
         }
     }

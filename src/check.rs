@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -155,7 +155,7 @@ pub fn check(args: &ResolveArgs, check_args: &CheckArgs) -> Result<Exit> {
         }
         false => render(&report),
     };
-    std::io::stdout().write_all(text.as_bytes())?;
+    run::write_stdout(text.as_bytes()).context("cannot write the report")?;
     Ok(Exit::Code(if report.passed { 0 } else { 1 }))
 }
 

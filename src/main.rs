@@ -116,25 +116,15 @@ fn finish(result: anyhow::Result<run::Exit>) -> c_int {
             child::die_by_signal(sig)
         }
         Err(err) => {
-            if is_broken_pipe(&err) {
-                // The reader of keyrun's own output went away (`keyrun
-                // completions bash | head`): nothing is left to report to.
-                return 0;
-            }
-            // A closed stderr leaves nowhere to report the error to.
+            // A broken pipe here is an error too: the subcommands whose
+            // output a reader may cut short handle that themselves
+            // (`run::write_stdout`), and a failed CI mask registration
+            // must not pass for success. A closed stderr leaves nowhere
+            // to report the error to.
             let _ = writeln!(std::io::stderr(), "keyrun: error: {err:#}");
             c_int::from(run::FAILURE)
         }
     }
-}
-
-#[cfg(not(test))]
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// Whether the argument clap rejected is a bare word such as `python`, not

@@ -43,9 +43,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             // a buffer first and a closed stdout is an error `main` handles.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "keyrun", &mut script);
-            std::io::stdout()
-                .write_all(&script)
-                .context("cannot write the completion script")?;
+            write_stdout(&script).context("cannot write the completion script")?;
             return Ok(Exit::Code(0));
         }
         Some(Subcommands::Audit { action }) => return audit::command(action, &cli.resolve),
@@ -60,7 +58,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Some(Subcommands::Init(args)) => return crate::init::init(&args, &cli.resolve),
         Some(Subcommands::Man) => {
             let command = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            write_stdout(&page).context("cannot write the man page")?;
             return Ok(Exit::Code(0));
         }
         None => {}
@@ -70,6 +70,16 @@ pub fn run(cli: Cli) -> Result<Exit> {
         bail!("no command to run: write it after --, for example `keyrun -- python app.py`");
     }
     exec(&cli.resolve, &cli.child, &cli.audit, &cli.command)
+}
+
+/// Writes a report or script to stdout. A reader that went away (`keyrun
+/// completions bash | head`) is no error, since the exit status still
+/// carries the result; any other failed write is.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    match std::io::stdout().write_all(bytes) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// A variable to inject and where its reference came from.

@@ -310,6 +310,52 @@ fn completions_to_broken_pipe() {
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
+#[test]
+fn ci_mask_to_broken_pipe_fails() {
+    let sandbox = Sandbox::new();
+    let marker = sandbox.path().join("ran");
+    let mut command = sandbox.keyrun();
+    command
+        .env("OPENAI_API_KEY", common::random_key())
+        .env("GITHUB_ACTIONS", "true")
+        .args(["--", "touch"])
+        .arg(&marker)
+        .stdout(broken_pipe())
+        .stderr(Stdio::piped());
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!marker.exists(), "the command ran without its CI masks");
+    assert!(
+        stderr(&out).contains("cannot register the values"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn failed_check_to_broken_pipe_keeps_status() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.keyrun();
+    command
+        .args(["check", "--from", "file:/nonexistent/keyrun-test"])
+        .stdout(broken_pipe());
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
+#[test]
+fn broken_log_verify_to_broken_pipe_keeps_status() {
+    let sandbox = Sandbox::new();
+    let log = sandbox.write("audit.log", b"{\"seq\":5,\"prev\":\"bad\"}\n", 0o600);
+    let mut command = sandbox.keyrun();
+    command
+        .args(["audit", "verify"])
+        .arg(&log)
+        .stdout(broken_pipe());
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn realtime_signal_reraised() {
