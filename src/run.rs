@@ -174,17 +174,32 @@ fn add_planned(
     base_dir: Option<PathBuf>,
     origin: String,
 ) -> Result<()> {
+    // Until the name and the reference have been checked, the text before
+    // the `=` may be part of a value pasted whole (`--set QWxh...==`), so
+    // these errors name the variable only when it has the conventional
+    // shape of one (upper case, digits and _), which base64 text and keys
+    // do not have.
+    let conventional = var
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    let unnamed = match origin.strip_suffix(var) {
+        Some(rest) if !conventional => rest.trim_end_matches(", variable ").trim_end(),
+        _ => &origin,
+    };
     if !envfile::is_variable_name(var) {
-        bail!("{origin}: the variable name is invalid; use letters, digits and _, not starting with a digit");
+        bail!(
+            "{unnamed}: the variable name is invalid (it is not shown, since it may be a value); \
+             use letters, digits and _, not starting with a digit"
+        );
     }
-    // Name the variable in reference errors, unless the origin already
-    // ends with it (`--set NAME`, `profile P, variable NAME`).
+    let reference = Reference::parse(text).with_context(|| unnamed.to_string())?;
+    // Name the variable in other errors, unless the origin already ends
+    // with it (`--set NAME`, `profile P, variable NAME`).
     let place = if origin.ends_with(&format!(" {var}")) {
         origin.clone()
     } else {
         format!("{origin}, variable {var}")
     };
-    let reference = Reference::parse(text).with_context(|| place.clone())?;
     if let Err(message) = source::check_reference(&reference) {
         bail!("{place}: {message}");
     }

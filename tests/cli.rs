@@ -374,6 +374,32 @@ fn set_with_invalid_name_rejected() {
 }
 
 #[test]
+fn set_of_pasted_value_not_echoed() {
+    let sandbox = Sandbox::new();
+    // Pasted values with an `=`: base64 padding, and a key-like word
+    // before an `=` that makes an invalid name.
+    for (argument, part) in [
+        ("QWxhZGRpbjpvcGVuIHNlc2FtZQ==", "QWxhZGRpbjpvcGVuIHNlc2FtZQ"),
+        ("sk-proj-Ab12Cd34Ef56=Gh78", "sk-proj-Ab12Cd34Ef56"),
+    ] {
+        let result = output(sandbox.keyrun().args(["--set", argument, "--", "true"]));
+        assert_failed_clean(&result, part);
+        assert!(stderr(&result).contains("--set"), "{}", stderr(&result));
+    }
+}
+
+#[test]
+fn env_file_pasted_value_not_echoed() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write("b64.env", b"QWxhZGRpbjpvcGVuIHNlc2FtZQ==\n", 0o600);
+    let mut command = sandbox.keyrun();
+    command.arg("--env-file").arg(&path).args(["--", "true"]);
+    let result = output(&mut command);
+    assert_failed_clean(&result, "QWxhZGRpbjpvcGVuIHNlc2FtZQ");
+    assert!(stderr(&result).contains("line 1"), "{}", stderr(&result));
+}
+
+#[test]
 fn env_file_bad_line_rejected() {
     let sandbox = Sandbox::new();
     let key = random_key();
