@@ -549,6 +549,11 @@ struct LastLine {
 }
 
 /// Reads the file's last line from its end, in growing steps.
+/// The longest last line [`last_line`] reads. Records are well under a
+/// kilobyte (a long `argv` aside); a file whose last line is longer is not
+/// keyrun's log.
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
 fn last_line(file: &File) -> std::io::Result<Option<LastLine>> {
     let len = file.metadata()?.len();
     if len == 0 {
@@ -582,6 +587,15 @@ fn last_line(file: &File) -> std::io::Result<Option<LastLine>> {
                 bytes: body.to_vec(),
                 terminated,
             }));
+        }
+        if tail.len() >= MAX_RECORD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "its last line is longer than {MAX_RECORD_BYTES} bytes, so it is not an audit \
+                     log; check the path, or move the file aside"
+                ),
+            ));
         }
         step = step.saturating_mul(2);
     }
@@ -684,6 +698,20 @@ mod tests {
     fn time_has_numeric_offset() {
         let time = time::macros::datetime!(2026-03-01 12:00:00.5 +01:00);
         assert_eq!(format_time(time), "2026-03-01T12:00:00.500+01:00");
+    }
+
+    #[test]
+    fn last_line_rejects_huge_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = File::create(&path).unwrap();
+        // A sparse file of zeros: no line break anywhere.
+        file.set_len(64 * 1024 * 1024).unwrap();
+        let Err(err) = last_line(&File::open(&path).unwrap()) else {
+            panic!("a 64 MiB line was read as a record");
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("not an audit log"), "{err}");
     }
 
     #[test]

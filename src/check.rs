@@ -339,9 +339,17 @@ fn online_check(
         base = setting(injected, "AZURE_OPENAI_ENDPOINT");
     }
     let base = base.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    let parsed = reqwest::Url::parse(&base).with_context(|| {
-        format!("OPENAI_BASE_URL {base:?} is not a URL; write it as https://HOST/v1")
-    })?;
+    // The value is not quoted: a variable set from the wrong reference may
+    // hold a key.
+    let parsed = reqwest::Url::parse(&base).context(
+        "OPENAI_BASE_URL is not a URL (its value is not shown); write it as https://HOST/v1",
+    )?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        anyhow::bail!(
+            "OPENAI_BASE_URL contains a user name or password (not shown); remove it, since \
+             the check sends the key in a header"
+        );
+    }
     let style = explicit_style.unwrap_or_else(|| {
         match parsed
             .host_str()
@@ -403,9 +411,18 @@ fn online_check(
         };
         let runtime = runtime.get().map_err(anyhow::Error::new)?;
         runtime.block_on(async move {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status().as_u16();
-            let body = response.bytes().await.unwrap_or_default();
+            // Only the error code near the start of the body matters, and
+            // a hostile server may send no end.
+            let mut body = Zeroizing::new(Vec::new());
+            while let Ok(Some(chunk)) = response.chunk().await {
+                let room = MAX_ERROR_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() == MAX_ERROR_BODY_BYTES {
+                    break;
+                }
+            }
             Ok::<_, reqwest::Error>((status, error_code(&body)))
         })
     };
@@ -413,6 +430,10 @@ fn online_check(
 
     Ok(classify(url, style_name, answer))
 }
+
+/// The most of an `--online` response body that keyrun reads for its
+/// error code.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Builds the `Authorization: Bearer KEY` or `api-key: KEY` header value,
 /// marked sensitive so no debug output shows it.

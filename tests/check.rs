@@ -259,6 +259,28 @@ fn online_rejected_by_models_server() {
     assert_not_leaked(&out.stdout, &key, "check's stdout");
 }
 
+#[test]
+fn online_base_url_value_not_quoted() {
+    let sandbox = Sandbox::new();
+    let key = common::random_key();
+    let out = output(check(&sandbox, &key, &key).arg("--online"));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_not_leaked(&out.stderr, &key, "check's stderr");
+    assert!(stderr(&out).contains("is not a URL"), "{}", stderr(&out));
+
+    let password = common::random_key();
+    let url = format!("http://admin:{password}@127.0.0.1:1/v1");
+    let out = output(check(&sandbox, &key, &url).arg("--online"));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_not_leaked(&out.stderr, &password, "check's stderr");
+    assert_not_leaked(&out.stdout, &password, "check's stdout");
+    assert!(
+        stderr(&out).contains("user name or password"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// The response a stand-in sends to a request whose key header is right.
 #[derive(Clone, Copy)]
 enum Answer {

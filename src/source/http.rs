@@ -330,7 +330,7 @@ fn load_ssl_cert_folder(
             return Err(SourceError::new(
                 ErrorKind::Invalid,
                 format!(
-                    "{label}: cannot read the folder {shown} in SSL_CERT_DIR: {err}; point                      SSL_CERT_DIR at folders of PEM CA certificates or unset it"
+                    "{label}: cannot read the folder {shown} in SSL_CERT_DIR: {err}; point SSL_CERT_DIR at folders of PEM CA certificates or unset it"
                 ),
             ))
         }
