@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -373,6 +373,40 @@ fn cmd_group_killed_on_sigterm() {
     assert!(!status.success());
     std::thread::sleep(Duration::from_millis(200));
     assert!(!process_alive(pid), "the fetch process {pid} still runs");
+}
+
+#[test]
+fn tls_settings_fifo_and_device_rejected() {
+    let sandbox = Sandbox::new();
+    let fifo = sandbox.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let limit = Duration::from_secs(5);
+    // Nothing listens on the address: each run must fail on the setting,
+    // before any connection.
+    let cases = [
+        ("VAULT_CACERT", fifo.clone()),
+        ("VAULT_CACERT", PathBuf::from("/dev/zero")),
+        ("SSL_CERT_FILE", fifo.clone()),
+        ("SSL_CERT_FILE", PathBuf::from("/dev/zero")),
+    ];
+    for (variable, path) in cases {
+        let out = run_within(
+            sandbox
+                .keyrun()
+                .env("VAULT_ADDR", "https://127.0.0.1:1")
+                .env("VAULT_TOKEN", common::random_key())
+                .env(variable, &path)
+                .args(["--from", "vault:secret/openai?kv=2#api_key", "--", "true"]),
+            limit,
+        );
+        assert_eq!(out.status.code(), Some(FAILURE), "{variable}={path:?}");
+        assert!(
+            stderr(&out).contains("not a regular file"),
+            "{variable}={path:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(variable), "{}", stderr(&out));
+    }
 }
 
 #[test]

@@ -254,6 +254,7 @@ async fn build_client(options: &ClientOptions) -> Result<RegionalClient, SourceE
     // The SDK's default HTTPS client would bring aws-lc, whose entropy
     // collection costs tens of milliseconds per process. This client is
     // rustls on ring, as `http::client_builder` sets up for the others.
+    crate::source::http::check_ssl_cert_file("aws-sm")?;
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();

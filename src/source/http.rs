@@ -41,6 +41,52 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// The largest PEM file (a CA bundle, a client certificate or key) keyrun
+/// reads. The system bundle of Debian 12 is about 220 KiB.
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a regular file of at most `max_bytes` into a zeroizing buffer. A
+/// FIFO, device or folder is rejected without blocking, as are larger
+/// files, so a setting such as `VAULT_CACERT=/dev/zero` fails at once.
+pub fn read_small_file(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<Zeroizing<Vec<u8>>, crate::config::ReadError> {
+    use std::io::Read;
+
+    let (file, _) = crate::config::open_regular_file(path, max_bytes)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    // One byte past the limit detects a file that grew after the check.
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(crate::config::ReadError::TooLarge(max_bytes));
+    }
+    Ok(bytes)
+}
+
+/// Checks that `SSL_CERT_FILE`, when set, names a regular file of at most
+/// [`MAX_PEM_BYTES`]. The TLS clients' platform verifier reads it itself,
+/// without such a check, so a FIFO there would hang the fetch past every
+/// timeout and `/dev/zero` would exhaust memory.
+pub fn check_ssl_cert_file(label: &str) -> Result<(), SourceError> {
+    let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let path = std::path::PathBuf::from(path);
+    crate::config::open_regular_file(&path, MAX_PEM_BYTES)
+        .map(drop)
+        .map_err(|err| {
+            SourceError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{label}: cannot use SSL_CERT_FILE {}: {err}; point it at a PEM file of CA \
+                     certificates or unset it",
+                    path.display()
+                ),
+            )
+        })
+}
+
 /// A response read to its end.
 pub struct Reply {
     pub status: StatusCode,
@@ -260,7 +306,7 @@ pub fn load_pem_certificates(
     label: &str,
 ) -> Result<Vec<reqwest::Certificate>, SourceError> {
     let shown = path.display();
-    let pem = std::fs::read(path).map_err(|err| {
+    let pem = read_small_file(path, MAX_PEM_BYTES).map_err(|err| {
         SourceError::new(
             ErrorKind::Invalid,
             format!(

@@ -307,10 +307,8 @@ async fn workload_identity(request: &Request<'_>) -> Result<Token, Attempt> {
 
 /// Reads the federated token, which Kubernetes rotates, fresh on each run.
 fn read_assertion(request: &Request<'_>, path: &std::path::Path) -> Result<Secret, Attempt> {
-    use std::io::Read;
-
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|err| {
+    let bytes = crate::source::http::read_small_file(path, MAX_ASSERTION_BYTES).map_err(|err| {
         request.fail(
             ErrorKind::Invalid,
             format!(
@@ -319,16 +317,7 @@ fn read_assertion(request: &Request<'_>, path: &std::path::Path) -> Result<Secre
             ),
         )
     })?;
-    let mut bytes = Vec::with_capacity(4096);
-    file.take(MAX_ASSERTION_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|err| {
-            request.fail(
-                ErrorKind::Invalid,
-                format!("cannot read AZURE_FEDERATED_TOKEN_FILE {shown}: {err}"),
-            )
-        })?;
-    let mut assertion = Secret::new(bytes);
+    let mut assertion = Secret::new(bytes.to_vec());
     secret::normalize(&mut assertion, false).map_err(|err| {
         request.fail(
             ErrorKind::Invalid,

@@ -408,29 +408,14 @@ fn env_secret(name: &str) -> Option<Secret> {
 /// Reads a credential file (a role ID, secret ID, JWT or token) and trims
 /// the surrounding whitespace that `echo` and editors add.
 fn read_credential(path: &Path, what: &str) -> Result<Secret, SourceError> {
-    use std::io::Read;
     let shown = PathBuf::from(path).display().to_string();
-    let file = std::fs::File::open(path).map_err(|err| {
-        SourceError::new(
-            ErrorKind::Invalid,
-            format!("cannot read {what} {shown}: {err}"),
-        )
-    })?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_CREDENTIAL_BYTES as usize + 1));
-    file.take(MAX_CREDENTIAL_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| {
+    let bytes =
+        crate::source::http::read_small_file(path, MAX_CREDENTIAL_BYTES).map_err(|err| {
             SourceError::new(
                 ErrorKind::Invalid,
                 format!("cannot read {what} {shown}: {err}"),
             )
         })?;
-    if bytes.len() as u64 > MAX_CREDENTIAL_BYTES {
-        return Err(SourceError::new(
-            ErrorKind::Invalid,
-            format!("{what} {shown} is larger than {MAX_CREDENTIAL_BYTES} bytes"),
-        ));
-    }
     let mut secret = Secret::new(bytes.to_vec());
     trim(&mut secret);
     if secret.is_empty() {

@@ -107,6 +107,7 @@ impl Client {
             // A redirect would carry the token elsewhere.
             .redirect(reqwest::redirect::Policy::none());
 
+        shared::check_ssl_cert_file("vault")?;
         let mut roots = Vec::new();
         if let Some(path) = env_path("VAULT_CACERT") {
             roots.extend(shared::load_pem_certificates(
@@ -389,7 +390,7 @@ fn load_client_identity() -> Result<Option<reqwest::Identity>, SourceError> {
         }
     };
     let read = |variable: &str, path: &Path| {
-        std::fs::read(path).map(Zeroizing::new).map_err(|err| {
+        shared::read_small_file(path, shared::MAX_PEM_BYTES).map_err(|err| {
             SourceError::new(
                 ErrorKind::Invalid,
                 format!("vault: cannot read {variable} {}: {err}", path.display()),
