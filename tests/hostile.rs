@@ -410,6 +410,31 @@ fn tls_settings_fifo_and_device_rejected() {
 }
 
 #[test]
+fn vault_address_password_not_quoted() {
+    let sandbox = Sandbox::new();
+    let password = common::random_key();
+    for address in [
+        format!("http://admin:{password}@127.0.0.1:1"),
+        format!("http://:{password}@127.0.0.1:1"),
+    ] {
+        let out = run_within(
+            sandbox
+                .keyrun()
+                .env("VAULT_ADDR", &address)
+                .env("VAULT_TOKEN", common::random_key())
+                .args(["--from", "vault:secret/openai?kv=2#api_key", "--", "true"]),
+            Duration::from_secs(10),
+        );
+        assert_failed_without(&out, &password);
+        assert!(
+            stderr(&out).contains("user name or password"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn file_fifo_rejected() {
     let sandbox = Sandbox::new();
     let fifo = sandbox.path().join("fifo");

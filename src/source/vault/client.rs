@@ -277,6 +277,9 @@ pub fn common_error(
 /// Checks and normalizes a Vault address: `https://`, or `http://` for a
 /// loopback host (or any host with `allow_http`), without a trailing slash.
 pub fn check_address(address: &str, allow_http: bool) -> Result<String, String> {
+    let original = address;
+    let shown = redact_userinfo(address);
+    let address = shown.as_str();
     let url = reqwest::Url::parse(address).map_err(|err| {
         format!(
             "the Vault address {address:?} is not a URL ({err}); set address (or VAULT_ADDR) \
@@ -306,12 +309,31 @@ pub fn check_address(address: &str, allow_http: bool) -> Result<String, String> 
             ))
         }
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+    if shown != original {
+        return Err(format!(
+            "the Vault address {address} contains a user name or password; remove them, since \
+             Vault takes the token in a header"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
             "the Vault address {address} must be scheme, host, port and an optional path only"
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Replaces the user information of a URL (`user:password@`) with `***@`,
+/// so no message shows a password written into `VAULT_ADDR`.
+fn redact_userinfo(address: &str) -> String {
+    let Some((scheme, rest)) = address.split_once("://") else {
+        return address.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => address.to_string(),
+    }
 }
 
 fn token_header(token: &Secret) -> Result<HeaderValue, SourceError> {
