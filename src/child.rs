@@ -288,9 +288,13 @@ fn install_handlers() -> Result<OwnedFd> {
     // The handler owns the write end for the rest of the process's life.
     std::mem::forget(write_end);
 
+    // No SA_RESTART: a write to keyrun's own stdout that blocks because
+    // the reader is slow must return EINTR, so the signal is forwarded
+    // then and not once the reader catches up. The waiting loop's polls,
+    // reads and writes all retry on EINTR.
     let action = SigAction::new(
         SigHandler::SigAction(on_signal),
-        signal::SaFlags::SA_SIGINFO | signal::SaFlags::SA_RESTART,
+        signal::SaFlags::SA_SIGINFO,
         SigSet::empty(),
     );
     for sig in FORWARDED.iter().copied().chain([Signal::SIGCHLD]) {
@@ -497,6 +501,8 @@ impl Supervisor {
         // Set when a SIGCHLD arrives, so the loop checks the child's status
         // only then and not once per chunk of output.
         let mut check_child = true;
+        // Set when signals handled during a blocked write included SIGCHLD.
+        let child_changed = std::cell::Cell::new(false);
         loop {
             let status = if std::mem::take(&mut check_child) {
                 self.child.try_wait().context("cannot wait for the child")?
@@ -508,7 +514,7 @@ impl Supervisor {
                 // after this drain is dropped, because waiting for the
                 // pipe to close would hang on a background daemon.
                 for pump in &mut pumps {
-                    pump.drain()?;
+                    pump.drain(&|| self.relay_signals(pid, &child_changed))?;
                 }
                 return Ok(outcome_of(status));
             }
@@ -568,7 +574,7 @@ impl Supervisor {
                 // again before the next poll, a bounded number of times so
                 // signals and the other stream still get their turn.
                 for _ in 0..READS_PER_POLL {
-                    if pumps[index].pump()? < READ_SIZE {
+                    if pumps[index].pump(&|| self.relay_signals(pid, &child_changed))? < READ_SIZE {
                         break;
                     }
                 }
@@ -576,13 +582,14 @@ impl Supervisor {
             let now = Instant::now();
             for pump in &mut pumps {
                 if pump.flush_due(delay).is_some_and(|due| due <= now) {
-                    pump.flush()?;
+                    pump.flush(&|| self.relay_signals(pid, &child_changed))?;
                 }
             }
 
             if signals_ready {
                 check_child |= self.read_signals(pid)?;
             }
+            check_child |= child_changed.take();
         }
     }
 
@@ -605,6 +612,16 @@ impl Supervisor {
                 }
                 self.forward(pid, byte);
             }
+        }
+    }
+
+    /// Forwards the signals that arrived while a write of the child's
+    /// output was blocked, and notes a SIGCHLD among them in
+    /// `child_changed`.
+    fn relay_signals(&self, pid: nix::unistd::Pid, child_changed: &std::cell::Cell<bool>) {
+        match self.read_signals(pid) {
+            Ok(changed) => child_changed.set(child_changed.get() || changed),
+            Err(err) => tracing::debug!("cannot relay signals during a write: {err:#}"),
         }
     }
 
@@ -689,7 +706,7 @@ impl<'m> Pump<'m> {
 
     /// Reads and masks what the pipe has now, and returns the count read;
     /// at its end, writes the held bytes and closes it.
-    fn pump(&mut self) -> Result<usize> {
+    fn pump(&mut self, relay: &dyn Fn()) -> Result<usize> {
         let Some(source) = &self.source else {
             return Ok(0);
         };
@@ -697,46 +714,46 @@ impl<'m> Pump<'m> {
         let count = match nix::unistd::read(source, buffer) {
             Ok(count) => count,
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
-                self.commit(0)?;
+                self.commit(0, relay)?;
                 return Ok(0);
             }
             // A pseudo-terminal's master reports the end of the child's
             // side this way.
             Err(Errno::EIO) => 0,
             Err(err) => {
-                self.commit(0)?;
+                self.commit(0, relay)?;
                 return Err(err).context("cannot read the command's output");
             }
         };
         self.last_read = Instant::now();
-        self.commit(count)?;
+        self.commit(count, relay)?;
         if count == 0 {
             tracing::debug!(fd = self.target, "the command closed its output");
-            self.flush()?;
+            self.flush(relay)?;
             self.source = None;
         }
         Ok(count)
     }
 
     /// Reads until the pipe is empty or closed, then writes the held bytes.
-    fn drain(&mut self) -> Result<()> {
-        while self.pump()? > 0 {}
-        self.flush()
+    fn drain(&mut self, relay: &dyn Fn()) -> Result<()> {
+        while self.pump(relay)? > 0 {}
+        self.flush(relay)
     }
 
-    fn commit(&mut self, count: usize) -> Result<()> {
+    fn commit(&mut self, count: usize, relay: &dyn Fn()) -> Result<()> {
         let target = self.target;
         let result = self
             .stream
-            .commit(count, &mut |bytes: &[u8]| write_all(target, bytes));
+            .commit(count, &mut |bytes: &[u8]| write_all(target, bytes, relay));
         self.after_write(result)
     }
 
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self, relay: &dyn Fn()) -> Result<()> {
         let target = self.target;
         let result = self
             .stream
-            .flush(&mut |bytes: &[u8]| write_all(target, bytes));
+            .flush(&mut |bytes: &[u8]| write_all(target, bytes, relay));
         self.after_write(result)
     }
 
@@ -756,18 +773,30 @@ impl<'m> Pump<'m> {
     }
 }
 
-/// Writes all of `bytes` to `fd`, waiting while a non-blocking descriptor
-/// is full.
-fn write_all(fd: std::os::fd::RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
+/// How long a write to a full non-blocking descriptor waits before it
+/// relays signals and tries again.
+const FULL_WRITE_POLL_MS: u16 = 50;
+
+/// Writes all of `bytes` to `fd`, waiting while the reader is slow. A
+/// signal interrupts a blocked write (the handlers have no SA_RESTART),
+/// and `relay` forwards it before the write goes on.
+fn write_all(fd: std::os::fd::RawFd, mut bytes: &[u8], relay: &dyn Fn()) -> std::io::Result<()> {
     // SAFETY: keyrun's stdout and stderr stay open for its whole life.
     let target = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     while !bytes.is_empty() {
         match nix::unistd::write(target, bytes) {
-            Ok(written) => bytes = &bytes[written..],
-            Err(Errno::EINTR) => {}
+            Ok(written) => {
+                bytes = &bytes[written..];
+                // A signal also cuts a write short after some bytes.
+                if !bytes.is_empty() {
+                    relay();
+                }
+            }
+            Err(Errno::EINTR) => relay(),
             Err(Errno::EAGAIN) => {
                 let mut fds = [PollFd::new(target, PollFlags::POLLOUT)];
-                let _ = poll(&mut fds, PollTimeout::NONE);
+                let _ = poll(&mut fds, PollTimeout::from(FULL_WRITE_POLL_MS));
+                relay();
             }
             Err(err) => return Err(err.into()),
         }

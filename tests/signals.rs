@@ -263,6 +263,47 @@ fn repeated_signals_each_forwarded() {
     assert_eq!(count, 3);
 }
 
+#[test]
+fn signal_forwarded_while_output_blocked() {
+    let sandbox = Sandbox::new();
+    let marker = sandbox.path().join("got-term");
+    // The child writes without end; its SIGTERM handler leaves a marker.
+    // Python runs the handler even while its own write blocks (PEP 475),
+    // where sh would wait for the write to finish.
+    let script = format!(
+        "import os, signal, sys\n\
+         def stop(*_):\n    open({:?}, 'w').close()\n    os._exit(7)\n\
+         signal.signal(signal.SIGTERM, stop)\n\
+         while True:\n    sys.stdout.write('0' * 999 + '\\n')\n",
+        marker.display().to_string()
+    );
+    let mut keyrun = Command::new(keyrun_bin())
+        .env("OPENAI_API_KEY", random_key())
+        .env_remove("KEYRUN_LOG")
+        .args(["--mask", "auto", "--", "python3", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads keyrun's stdout, so its pipe fills and keyrun's write
+    // of the child's masked output blocks.
+    std::thread::sleep(Duration::from_millis(500));
+    signal::kill(Pid::from_raw(keyrun.id() as i32), Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    while !marker.exists() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let forwarded = marker.exists();
+    drop(keyrun.stdout.take());
+    let _ = keyrun.kill();
+    let _ = keyrun.wait();
+    assert!(
+        forwarded,
+        "SIGTERM did not reach the child while output was blocked"
+    );
+}
+
 // The terminal sends a signal to the whole foreground process group.
 
 /// keyrun as the session leader of a new pseudo-terminal, so that the
