@@ -574,7 +574,8 @@ impl Supervisor {
                 // again before the next poll, a bounded number of times so
                 // signals and the other stream still get their turn.
                 for _ in 0..READS_PER_POLL {
-                    if pumps[index].pump(&|| self.relay_signals(pid, &child_changed))? < READ_SIZE {
+                    let size = pumps[index].read_size;
+                    if pumps[index].pump(&|| self.relay_signals(pid, &child_changed))? < size {
                         break;
                     }
                 }
@@ -667,6 +668,11 @@ impl Supervisor {
 /// between the child's write and keyrun's read.
 const READ_SIZE: usize = 64 * 1024;
 
+/// The first read of a stream. Each read that fills the buffer doubles the
+/// next up to [`READ_SIZE`], so a command that prints little does not pay
+/// for zeroing and wiping 64 KiB buffers.
+const FIRST_READ_SIZE: usize = 4 * 1024;
+
 /// The maximum number of reads of one stream between two polls.
 const READS_PER_POLL: usize = 8;
 
@@ -678,6 +684,8 @@ struct Pump<'m> {
     target: std::os::fd::RawFd,
     stream: MaskStream<'m>,
     last_read: Instant,
+    /// The size of the next read.
+    read_size: usize,
 }
 
 impl<'m> Pump<'m> {
@@ -687,6 +695,7 @@ impl<'m> Pump<'m> {
             target,
             stream: MaskStream::new(masker),
             last_read: Instant::now(),
+            read_size: FIRST_READ_SIZE,
         }
     }
 
@@ -710,7 +719,7 @@ impl<'m> Pump<'m> {
         let Some(source) = &self.source else {
             return Ok(0);
         };
-        let buffer = self.stream.read_buffer(READ_SIZE);
+        let buffer = self.stream.read_buffer(self.read_size);
         let count = match nix::unistd::read(source, buffer) {
             Ok(count) => count,
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
@@ -726,6 +735,10 @@ impl<'m> Pump<'m> {
             }
         };
         self.last_read = Instant::now();
+        let full = count == self.read_size;
+        if full {
+            self.read_size = (self.read_size * 2).min(READ_SIZE);
+        }
         self.commit(count, relay)?;
         if count == 0 {
             tracing::debug!(fd = self.target, "the command closed its output");
