@@ -32,12 +32,36 @@ keyrun=$work/keyrun
 key="sk-bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export OPENAI_API_KEY=$key
 
-hyperfine --shell=none --warmup 50 --runs "$runs" --style basic \
-    --export-json "$work/times.json" \
-    --command-name 'keyrun -- true' "$keyrun -- true" \
-    --command-name 'env OPENAI_API_KEY=... true' "env OPENAI_API_KEY=$key true" \
-    --command-name 'timeout 60 true' "timeout 60 true" \
-    --command-name 'true' "true" >&2
+# The machine's speed drifts over a run (other guests on the host, CPU
+# frequency), so the runs are spread over ROUNDS rounds that each time all
+# four commands, and the medians come from all rounds together.
+rounds=10
+per_round=$(( (runs + rounds - 1) / rounds ))
+for round in $(seq "$rounds"); do
+    hyperfine --shell=none --warmup 10 --runs "$per_round" --style none \
+        --export-json "$work/round-$round.json" \
+        --command-name 'keyrun -- true' "$keyrun -- true" \
+        --command-name 'env OPENAI_API_KEY=... true' "env OPENAI_API_KEY=$key true" \
+        --command-name 'timeout 60 true' "timeout 60 true" \
+        --command-name 'true' "true" >&2
+done
+python3 - "$work" "$rounds" >"$work/times.json" <<'PY'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+merged = {}
+for round in range(1, rounds + 1):
+    for result in json.load(open(f"{work}/round-{round}.json"))["results"]:
+        entry = merged.setdefault(result["command"], {"times": [], "user": [], "system": []})
+        entry["times"] += result["times"]
+        entry["user"] += result["user"] if isinstance(result["user"], list) else [result["user"]]
+        entry["system"] += result["system"] if isinstance(result["system"], list) else [result["system"]]
+results = [
+    {"command": name, "median": statistics.median(e["times"]),
+     "user": statistics.mean(e["user"]), "system": statistics.mean(e["system"])}
+    for name, e in merged.items()
+]
+json.dump({"results": results}, sys.stdout)
+PY
 
 median() {
     jq --arg name "$1" '.results[] | select(.command == $name) | .median' "$work/times.json"

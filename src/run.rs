@@ -468,8 +468,8 @@ fn prepare_masking(
     let piped = match mode {
         MaskMode::Never => child::Piped::default(),
         MaskMode::Auto | MaskMode::Always => child::Piped {
-            stdout: !ttys.stdout,
-            stderr: !ttys.stderr,
+            stdout: !ttys.stdout && !is_dev_null(libc::STDOUT_FILENO),
+            stderr: !ttys.stderr && !is_dev_null(libc::STDERR_FILENO),
             terminal: on_terminal.then_some(ttys),
         },
     };
@@ -505,6 +505,23 @@ fn prepare_masking(
         Some(masker) => Ok((piped, Some(child::Masking { masker, delay }))),
         None => Ok((child::Piped::default(), None)),
     }
+}
+
+/// Whether `fd` is /dev/null, whose output no one can read, so masking it
+/// would only add a pipe between the command and nothing (`cron` jobs with
+/// `>/dev/null 2>&1`).
+fn is_dev_null(fd: libc::c_int) -> bool {
+    use std::os::fd::FromRawFd as _;
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    // SAFETY: keyrun's standard streams stay open for its whole life, and
+    // ManuallyDrop keeps this handle from closing the descriptor.
+    let stream = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    let (Ok(stream), Ok(null)) = (stream.metadata(), std::fs::metadata("/dev/null")) else {
+        return false;
+    };
+    stream.file_type().is_char_device()
+        && null.file_type().is_char_device()
+        && stream.rdev() == null.rdev()
 }
 
 /// Registers the values with the CI runner's log masking, unless the

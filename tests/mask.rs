@@ -627,3 +627,30 @@ fn always_on_terminal_ctrl_z_and_continue() {
     terminal.read_until(b"resumed");
     assert_eq!(terminal.wait(), exited(terminal.pid, 0));
 }
+
+/// Output to /dev/null goes there straight from the command: nobody can
+/// read it, so keyrun does not pipe it through the masker.
+#[cfg(target_os = "linux")]
+#[test]
+fn dev_null_output_not_piped() {
+    let sandbox = Sandbox::new();
+    let key = random_key();
+    // Python reads its own descriptors; a shell's `>&2` would move them.
+    let script = "import os, sys\n\
+                  for fd in (1, 2):\n    sys.stderr.write(os.readlink(f'/proc/self/fd/{fd}') + '\\n')\n";
+    let out = sandbox
+        .keyrun()
+        .env("OPENAI_API_KEY", &key)
+        .args(["--", "python3", "-c", script])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<String> = stderr(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "/dev/null", "stdout was piped");
+    assert!(
+        lines[1].starts_with("pipe:"),
+        "stderr was not masked: {lines:?}"
+    );
+}
