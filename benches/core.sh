@@ -44,13 +44,20 @@ for round in $(seq "$rounds"); do
         --command-name 'env OPENAI_API_KEY=... true' "env OPENAI_API_KEY=$key true" \
         --command-name 'timeout 60 true' "timeout 60 true" \
         --command-name 'true' "true" >&2
+    # The same with stdout a pipe, as in a CI log: keyrun then masks it.
+    hyperfine --shell=none --warmup 10 --runs "$per_round" --style none --output=pipe \
+        --export-json "$work/pipe-$round.json" \
+        --command-name 'keyrun -- true | (pipe)' "$keyrun -- true" \
+        --command-name 'env OPENAI_API_KEY=... true | (pipe)' "env OPENAI_API_KEY=$key true" >&2
 done
 python3 - "$work" "$rounds" >"$work/times.json" <<'PY'
 import json, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
 merged = {}
 for round in range(1, rounds + 1):
-    for result in json.load(open(f"{work}/round-{round}.json"))["results"]:
+    results = json.load(open(f"{work}/round-{round}.json"))["results"]
+    results += json.load(open(f"{work}/pipe-{round}.json"))["results"]
+    for result in results:
         entry = merged.setdefault(result["command"], {"times": [], "user": [], "system": []})
         entry["times"] += result["times"]
         entry["user"] += result["user"] if isinstance(result["user"], list) else [result["user"]]
@@ -75,6 +82,8 @@ keyrun_median=$(median 'keyrun -- true')
 env_median=$(median 'env OPENAI_API_KEY=... true')
 true_median=$(median 'true')
 timeout_median=$(median 'timeout 60 true')
+keyrun_pipe_median=$(median 'keyrun -- true | (pipe)')
+env_pipe_median=$(median 'env OPENAI_API_KEY=... true | (pipe)')
 keyrun_cpu=$(cpu 'keyrun -- true')
 env_cpu=$(cpu 'env OPENAI_API_KEY=... true')
 load=$(cut -d' ' -f1 /proc/loadavg)
@@ -90,7 +99,7 @@ threads=$(grep -c 'CLONE_THREAD' "$work/strace.txt" || true)
 processes=$(grep -c -E '^[0-9]+ +clone3?\(' "$work/strace.txt" || true)
 
 awk -v k="$keyrun_median" -v e="$env_median" -v t="$true_median" \
-    -v w="$timeout_median" -v kc="$keyrun_cpu" -v ec="$env_cpu" -v load="$load" \
+    -v w="$timeout_median" -v kp="$keyrun_pipe_median" -v ep="$env_pipe_median" -v kc="$keyrun_cpu" -v ec="$env_cpu" -v load="$load" \
     -v size="$(stat -c %s "$keyrun")" -v rss="$peak_kib" \
     -v sockets="$sockets" -v threads="$threads" -v processes="$processes" 'BEGIN {
     printf "| measure | value |\n| --- | --- |\n"
@@ -102,6 +111,7 @@ awk -v k="$keyrun_median" -v e="$env_median" -v t="$true_median" \
     printf "| keyrun / timeout | %.2fx |\n", k / w
     printf "| keyrun / true | %.2fx |\n", k / t
     printf "| keyrun - env | %.2f ms |\n", (k - e) * 1000
+    printf "| stdout a pipe (keyrun masks it): keyrun / env | %.2f ms / %.2f ms = %.2fx |\n", kp * 1000, ep * 1000, kp / ep
     printf "| CPU time (user + system, mean): keyrun / env | %.2f ms / %.2f ms = %.2fx |\n", kc * 1000, ec * 1000, kc / ec
     printf "| load average at the end | %s |\n", load
     printf "| release binary size | %.1f MiB (%d bytes) |\n", size / 1048576, size
