@@ -5,7 +5,9 @@
 //! Each injected value is masked together with the forms a program commonly
 //! prints it in. These are its standard and URL-safe base64 encodings, in
 //! each of the three alignments a value can take inside a longer base64
-//! text, its percent-encoded form and its JSON-escaped form. A value that is a JSON
+//! text, its percent-encoded forms (with `/` encoded or kept, in upper- or
+//! lower-case hex) and its JSON-escaped forms (with `/` as is or as `\/`).
+//! A value that is a JSON
 //! object or array also has each of its string fields masked on its own. A
 //! value with line breaks (a `raw` PEM key, say) is masked line by line,
 //! because no masked form then contains a line break, and a line break ends
@@ -66,6 +68,21 @@ pub const DEFAULT_REPLACEMENT: &str = "***";
 
 /// Bits of the rolling hash kept as the prefilter tag.
 const TAG_BITS: u32 = 20;
+
+/// Turns the hex digits after each `%` of a percent-encoded text into
+/// lower case.
+fn lowercase_percent_hex(text: &mut [u8]) {
+    let mut index = 0;
+    while index < text.len() {
+        if text[index] == b'%' && index + 2 < text.len() {
+            text[index + 1].make_ascii_lowercase();
+            text[index + 2].make_ascii_lowercase();
+            index += 3;
+        } else {
+            index += 1;
+        }
+    }
+}
 
 /// Returns the class of a byte: 0 for a line break, which no match
 /// contains, 1 for whitespace and control bytes, which a match contains only
@@ -207,17 +224,36 @@ impl MaskerBuilder {
             .remove(b'.')
             .remove(b'_')
             .remove(b'~');
-        let mut percent = Zeroizing::new(String::new());
-        for piece in percent_encoding::percent_encode(value, UNRESERVED) {
-            percent.push_str(piece);
+        // Python's `urllib.parse.quote` keeps `/` by default, and some
+        // encoders write lower-case hex digits.
+        const PATH_SAFE: &percent_encoding::AsciiSet = &UNRESERVED.remove(b'/');
+        for set in [UNRESERVED, PATH_SAFE] {
+            let mut percent = Zeroizing::new(String::new());
+            for piece in percent_encoding::percent_encode(value, set) {
+                percent.push_str(piece);
+            }
+            self.add_form(percent.as_bytes());
+            let mut lower = Zeroizing::new(percent.as_bytes().to_vec());
+            lowercase_percent_hex(&mut lower);
+            self.add_form(&lower);
         }
-        self.add_form(percent.as_bytes());
 
         if let Ok(text) = std::str::from_utf8(value) {
             if let Ok(quoted) = serde_json::to_string(text) {
                 let quoted = Zeroizing::new(quoted);
                 let escaped = &quoted.as_bytes()[1..quoted.len() - 1];
                 self.add_form(escaped);
+                // PHP's json_encode and others also escape `/` as `\/`.
+                if escaped.contains(&b'/') {
+                    let mut slashes = Zeroizing::new(Vec::with_capacity(escaped.len() + 8));
+                    for &byte in escaped {
+                        if byte == b'/' {
+                            slashes.push(b'\\');
+                        }
+                        slashes.push(byte);
+                    }
+                    self.add_form(&slashes);
+                }
             }
         }
     }
@@ -798,7 +834,7 @@ mod tests {
         let url = base64::engine::general_purpose::URL_SAFE.encode(value);
         let shifted =
             base64::engine::general_purpose::STANDARD.encode([b"x".as_slice(), value].concat());
-        let cases: [(&str, Vec<u8>); 5] = [
+        let cases: [(&str, Vec<u8>); 8] = [
             ("standard base64", standard.into_bytes()),
             ("URL-safe base64", url.into_bytes()),
             ("shifted base64", shifted.into_bytes()),
@@ -807,8 +843,20 @@ mod tests {
                 b"sk-test-0123456789abcdef%3F%2B%2F%22x".to_vec(),
             ),
             (
+                "percent-encoded, lower-case hex",
+                b"sk-test-0123456789abcdef%3f%2b%2f%22x".to_vec(),
+            ),
+            (
+                "percent-encoded, / kept",
+                b"sk-test-0123456789abcdef%3F%2B/%22x".to_vec(),
+            ),
+            (
                 "JSON-escaped",
                 br#"sk-test-0123456789abcdef?+/\"x"#.to_vec(),
+            ),
+            (
+                "JSON-escaped, / escaped",
+                br#"sk-test-0123456789abcdef?+\/\"x"#.to_vec(),
             ),
         ];
         for (name, form) in cases {
