@@ -549,7 +549,7 @@ struct LastLine {
 }
 
 /// Reads the file's last line from its end, in growing steps.
-/// The longest last line [`last_line`] reads. Records are well under a
+/// The maximum length of the last line that [`last_line`] reads. Records are well under a
 /// kilobyte (a long `argv` aside); a file whose last line is longer is not
 /// keyrun's log.
 const MAX_RECORD_BYTES: usize = 1024 * 1024;

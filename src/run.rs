@@ -175,10 +175,9 @@ fn add_planned(
     origin: String,
 ) -> Result<()> {
     // Until the name and the reference have been checked, the text before
-    // the `=` may be part of a value pasted whole (`--set QWxh...==`), so
-    // these errors name the variable only when it has the conventional
-    // shape of one (upper case, digits and _), which base64 text and keys
-    // do not have.
+    // the `=` may be part of a value pasted whole (`--set QWxh...==`). So
+    // these errors name the variable only when it has the usual shape of
+    // one (upper case, digits and _), which base64 text and keys lack.
     let conventional = var
         .bytes()
         .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
@@ -507,9 +506,9 @@ fn prepare_masking(
     }
 }
 
-/// Whether `fd` is /dev/null, whose output no one can read, so masking it
-/// would only add a pipe between the command and nothing (`cron` jobs with
-/// `>/dev/null 2>&1`).
+/// Returns whether `fd` is /dev/null. Its output cannot be read, so
+/// masking it would only add a pipe between the command and nothing
+/// (`cron` jobs with `>/dev/null 2>&1`).
 fn is_dev_null(fd: libc::c_int) -> bool {
     use std::os::fd::FromRawFd as _;
     use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
