@@ -136,7 +136,8 @@ fn finish(result: anyhow::Result<run::Exit>) -> c_int {
             // (`run::write_stdout`), and a failed CI mask registration
             // must not pass for success. A closed stderr leaves nowhere
             // to report the error to.
-            let _ = writeln!(std::io::stderr(), "keyrun: error: {err:#}");
+            let message = run::escape_controls(&format!("{err:#}"));
+            let _ = writeln!(std::io::stderr(), "keyrun: error: {message}");
             c_int::from(run::FAILURE)
         }
     }

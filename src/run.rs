@@ -72,6 +72,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
     exec(&cli.resolve, &cli.child, &cli.audit, &cli.command)
 }
 
+/// Escapes the control characters of an error message, line breaks and
+/// tabs aside, so that a reference or a server's error text cannot send
+/// terminal escape sequences (a title change, a cleared screen).
+pub fn escape_controls(message: &str) -> String {
+    let mut escaped = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
 /// Writes a report or script to stdout. A reader that went away (`keyrun
 /// completions bash | head`) is no error, since the exit status still
 /// carries the result; any other failed write is.
@@ -619,7 +634,8 @@ fn exec_audited(
     let supervisor = match child::spawn(command, env, piped)? {
         Ok(supervisor) => supervisor,
         Err(err) => {
-            let _ = writeln!(std::io::stderr(), "keyrun: error: {err}");
+            let message = escape_controls(&err.to_string());
+            let _ = writeln!(std::io::stderr(), "keyrun: error: {message}");
             audit.error(&err.to_string());
             return Ok(Exit::Code(err.exit_code()));
         }

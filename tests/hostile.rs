@@ -435,6 +435,17 @@ fn vault_address_password_not_quoted() {
 }
 
 #[test]
+fn error_controls_escaped() {
+    let sandbox = Sandbox::new();
+    let from = "file:/nonexistent/%1b]0;title%07%1b[2J";
+    let out = run(sandbox.keyrun().args(["--from", from, "--", "true"]));
+    assert_eq!(out.status.code(), Some(FAILURE), "{}", stderr(&out));
+    assert!(!out.stderr.contains(&0x1b), "raw ESC on stderr");
+    assert!(!out.stderr.contains(&0x07), "raw BEL on stderr");
+    assert!(stderr(&out).contains("\\u{1b}"), "{}", stderr(&out));
+}
+
+#[test]
 fn file_fifo_rejected() {
     let sandbox = Sandbox::new();
     let fifo = sandbox.path().join("fifo");
