@@ -558,11 +558,38 @@ pub fn open_regular_file(
     Ok((file, metadata))
 }
 
+/// Reads a regular file of at most `max_bytes` into a zeroizing buffer. A
+/// FIFO, device or folder is rejected without blocking, as are larger
+/// files, so a setting such as `VAULT_CACERT=/dev/zero` fails at once.
+pub fn read_regular_file(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ReadError> {
+    let (file, _) = open_regular_file(path, max_bytes)?;
+    read_bounded(file, max_bytes)
+}
+
+/// Reads an open file to its end, failing when it has more than
+/// `max_bytes`.
+fn read_bounded(
+    file: std::fs::File,
+    max_bytes: u64,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ReadError> {
+    use std::io::Read;
+
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    // Reading one byte past the limit detects a file that grew after the
+    // check.
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge(max_bytes));
+    }
+    Ok(bytes)
+}
+
 /// Reads a regular UTF-8 file of at most `max_bytes` that not every user
 /// can write to; see [`open_regular_file`].
 pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, ReadError> {
-    use std::io::Read;
-
     use std::os::unix::fs::PermissionsExt;
 
     let (file, metadata) = open_regular_file(path, max_bytes)?;
@@ -571,14 +598,8 @@ pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, ReadError> 
     if metadata.permissions().mode() & 0o002 != 0 {
         return Err(ReadError::WritableByOthers);
     }
-    let mut bytes = Vec::new();
-    // Reading one byte past the limit detects a file that grew after the
-    // check.
-    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(ReadError::TooLarge(max_bytes));
-    }
-    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
+    let mut bytes = read_bounded(file, max_bytes)?;
+    String::from_utf8(std::mem::take(&mut *bytes)).map_err(|_| ReadError::NotUtf8)
 }
 
 /// Describes a TOML error by file, line, column and kind. The toml crate's

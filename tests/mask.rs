@@ -628,8 +628,8 @@ fn always_on_terminal_ctrl_z_and_continue() {
     assert_eq!(terminal.wait(), exited(terminal.pid, 0));
 }
 
-/// Output to /dev/null goes there straight from the command: nobody can
-/// read it, so keyrun does not pipe it through the masker.
+/// Output to /dev/null goes there straight from the command: it cannot be
+/// read, so keyrun does not pipe it through the masker.
 #[cfg(target_os = "linux")]
 #[test]
 fn dev_null_output_not_piped() {

@@ -286,7 +286,7 @@ fn signal_forwarded_while_output_blocked() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Nobody reads keyrun's stdout, so its pipe fills and keyrun's write
+    // The test does not read keyrun's stdout, so its pipe fills and keyrun's write
     // of the child's masked output blocks.
     std::thread::sleep(Duration::from_millis(500));
     signal::kill(Pid::from_raw(keyrun.id() as i32), Signal::SIGTERM).unwrap();

@@ -45,25 +45,6 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 /// reads. The system bundle of Debian 12 is about 220 KiB.
 pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Reads a regular file of at most `max_bytes` into a zeroizing buffer. A
-/// FIFO, device or folder is rejected without blocking, as are larger
-/// files, so a setting such as `VAULT_CACERT=/dev/zero` fails at once.
-pub fn read_small_file(
-    path: &Path,
-    max_bytes: u64,
-) -> Result<Zeroizing<Vec<u8>>, crate::config::ReadError> {
-    use std::io::Read;
-
-    let (file, _) = crate::config::open_regular_file(path, max_bytes)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    // One byte past the limit detects a file that grew after the check.
-    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(crate::config::ReadError::TooLarge(max_bytes));
-    }
-    Ok(bytes)
-}
-
 /// Checks that `SSL_CERT_FILE`, when set, names a regular file of at most
 /// [`MAX_PEM_BYTES`]. The TLS clients' platform verifier reads it itself,
 /// without such a check, so a FIFO there would hang the fetch past every
@@ -306,7 +287,7 @@ pub fn load_pem_certificates(
     label: &str,
 ) -> Result<Vec<reqwest::Certificate>, SourceError> {
     let shown = path.display();
-    let pem = read_small_file(path, MAX_PEM_BYTES).map_err(|err| {
+    let pem = crate::config::read_regular_file(path, MAX_PEM_BYTES).map_err(|err| {
         SourceError::new(
             ErrorKind::Invalid,
             format!(

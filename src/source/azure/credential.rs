@@ -308,7 +308,7 @@ async fn workload_identity(request: &Request<'_>) -> Result<Token, Attempt> {
 /// Reads the federated token, which Kubernetes rotates, fresh on each run.
 fn read_assertion(request: &Request<'_>, path: &std::path::Path) -> Result<Secret, Attempt> {
     let shown = path.display();
-    let bytes = crate::source::http::read_small_file(path, MAX_ASSERTION_BYTES).map_err(|err| {
+    let bytes = crate::config::read_regular_file(path, MAX_ASSERTION_BYTES).map_err(|err| {
         request.fail(
             ErrorKind::Invalid,
             format!(

@@ -409,13 +409,12 @@ fn env_secret(name: &str) -> Option<Secret> {
 /// the surrounding whitespace that `echo` and editors add.
 fn read_credential(path: &Path, what: &str) -> Result<Secret, SourceError> {
     let shown = PathBuf::from(path).display().to_string();
-    let bytes =
-        crate::source::http::read_small_file(path, MAX_CREDENTIAL_BYTES).map_err(|err| {
-            SourceError::new(
-                ErrorKind::Invalid,
-                format!("cannot read {what} {shown}: {err}"),
-            )
-        })?;
+    let bytes = crate::config::read_regular_file(path, MAX_CREDENTIAL_BYTES).map_err(|err| {
+        SourceError::new(
+            ErrorKind::Invalid,
+            format!("cannot read {what} {shown}: {err}"),
+        )
+    })?;
     let mut secret = Secret::new(bytes.to_vec());
     trim(&mut secret);
     if secret.is_empty() {

@@ -412,7 +412,7 @@ fn load_client_identity() -> Result<Option<reqwest::Identity>, SourceError> {
         }
     };
     let read = |variable: &str, path: &Path| {
-        shared::read_small_file(path, shared::MAX_PEM_BYTES).map_err(|err| {
+        crate::config::read_regular_file(path, shared::MAX_PEM_BYTES).map_err(|err| {
             SourceError::new(
                 ErrorKind::Invalid,
                 format!("vault: cannot read {variable} {}: {err}", path.display()),
